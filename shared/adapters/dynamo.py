@@ -1,0 +1,226 @@
+"""The ledger table: one DynamoDB table (single-table design) holding every qbsync record.
+
+Item types (``rtype``) and keys::
+
+    tenant      pk TENANT#{tenant}               sk TENANT     gsi1 REALM#{realm} / TENANT#{tenant}
+    event       pk EVT#{tenant}#{event_id}       sk EVT        gsi1 OBJ#{tenant}#{object_key} / {version:020d}#{event_id}
+    object      pk OBJ#{tenant}#{object_key}     sk OBJ        gsi1 STATUS#{tenant}#{status} / {updated_at}
+                                                               gsi2 WAIT#{tenant}#{waiting_on} / {object_key}
+    connection  pk REALM#{realm}                 sk CONN
+    notice      pk NOTICE#{realm}#{dedupe_key}   sk NOTICE
+    ref         pk REALM#{realm}                 sk REF#{entity}#{key}
+    lock/rate   pk REALM#{realm}                 sk LOCK#{name} | RATE
+    oauthstate  pk OAUTHSTATE#{state}            sk STATE      (TTL)
+    audit       pk AUDIT#{tenant}                sk {iso time}#{id}
+
+The stream (NEW_AND_OLD_IMAGES) drives the workers; template.yaml filters on ``rtype`` (and ``dirty``).
+Attribute names here are the contract with template.yaml's FilterCriteria and the tests in
+tests/unit/test_template.py, which check that these models match the table definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from shared.config import get_settings
+
+
+class Gsi1(GlobalSecondaryIndex["LedgerItem"]):
+    class Meta:
+        index_name = "gsi1"
+        projection = AllProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True)
+    gsi1sk = UnicodeAttribute(range_key=True)
+
+
+class Gsi2(GlobalSecondaryIndex["LedgerItem"]):
+    class Meta:
+        index_name = "gsi2"
+        projection = AllProjection()
+
+    gsi2pk = UnicodeAttribute(hash_key=True)
+    gsi2sk = UnicodeAttribute(range_key=True)
+
+
+class LedgerItem(Model):
+    """Base model: keys, indexes and attributes common to every item type."""
+
+    class Meta:
+        table_name = "LedgerTable"  # replaced by bind_table() at first use
+        region = None
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    rtype = UnicodeAttribute()
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+    gsi2pk = UnicodeAttribute(null=True)
+    gsi2sk = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)  # TTL (epoch seconds)
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
+
+class TenantItem(LedgerItem):
+    tenant_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    realm_id = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(default="active")
+    signing_secret_id = UnicodeAttribute()
+    callback_url = UnicodeAttribute(null=True)
+    settings = JSONAttribute(default=dict)
+    mappings = JSONAttribute(default=dict)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute(null=True)
+
+
+class EventItem(LedgerItem):
+    tenant_id = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    object_key = UnicodeAttribute()
+    version = NumberAttribute()
+    occurred_at = UnicodeAttribute()
+    received_at = UnicodeAttribute()
+    body_sha256 = UnicodeAttribute()
+    data = JSONAttribute()
+    phi_dropped = ListAttribute(of=UnicodeAttribute, default=list)
+    outcome = UnicodeAttribute(null=True)  # applied | stale (older than the object's version)
+
+
+class ObjectItem(LedgerItem):
+    """A source object's desired QBO state and what is synced (level-triggered reconcile)."""
+
+    tenant_id = UnicodeAttribute()
+    object_key = UnicodeAttribute()  # "{kind}:{id}"
+    kind = UnicodeAttribute()
+    realm_id = UnicodeAttribute(null=True)
+    desired = JSONAttribute(default=dict)
+    desired_version = NumberAttribute(default=-1)
+    desired_event_id = UnicodeAttribute(null=True)
+    lifecycle = UnicodeAttribute(default="active")
+    dirty = BooleanAttribute(default=False)
+    synced_version = NumberAttribute(default=-1)
+    synced = JSONAttribute(null=True)  # fingerprint / last pushed document
+    qbo = JSONAttribute(default=dict)  # {type, id, sync_token, doc_number, ...} per QBO document
+    status = UnicodeAttribute(default="pending")
+    status_reason = UnicodeAttribute(null=True)
+    waiting_on = UnicodeAttribute(null=True)
+    intent = JSONAttribute(null=True)  # write intent recorded before a QBO call
+    attempts = NumberAttribute(default=0)
+    next_attempt_at = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    last_error = JSONAttribute(null=True)
+    updated_at = UnicodeAttribute()
+
+
+class ConnectionItem(LedgerItem):
+    realm_id = UnicodeAttribute()
+    status = UnicodeAttribute(default="connected")  # connected | needs_reconnect | disconnected
+    secret_id = UnicodeAttribute()
+    access_expires_at = NumberAttribute(null=True)
+    refresh_expires_at = NumberAttribute(null=True)
+    refresh_hard_expires_at = NumberAttribute(null=True)
+    company = JSONAttribute(default=dict)  # CompanyInfo + Preferences summary
+    token_version = NumberAttribute(default=0)
+    last_sync_at = UnicodeAttribute(null=True)
+    throttled_at = UnicodeAttribute(null=True)
+    connected_at = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute(null=True)
+
+
+class NoticeItem(LedgerItem):
+    realm_id = UnicodeAttribute()
+    dedupe_key = UnicodeAttribute()
+    entity = UnicodeAttribute()
+    entity_id = UnicodeAttribute()
+    operation = UnicodeAttribute()
+    occurred_at = UnicodeAttribute()
+    source = UnicodeAttribute()  # webhook-legacy | webhook-cloudevents | cdc
+    data = JSONAttribute(default=dict)
+    received_at = UnicodeAttribute()
+    outcome = UnicodeAttribute(null=True)
+
+
+class RefItem(LedgerItem):
+    entity = UnicodeAttribute()
+    key = UnicodeAttribute()
+    qbo_id = UnicodeAttribute()
+    data = JSONAttribute(default=dict)
+    fetched_at = UnicodeAttribute()
+
+
+class LockItem(LedgerItem):
+    owner = UnicodeAttribute(null=True)
+    lock_until = NumberAttribute(default=0)
+    tokens = NumberAttribute(null=True)
+    batch_tokens = NumberAttribute(null=True)
+    refilled_at = NumberAttribute(null=True)
+    inflight = NumberAttribute(null=True)
+
+
+class OAuthStateItem(LedgerItem):
+    tenant_id = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    used = BooleanAttribute(default=False)
+
+
+class AuditItem(LedgerItem):
+    tenant_id = UnicodeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    target = UnicodeAttribute()
+    detail = JSONAttribute(default=dict)
+    at = UnicodeAttribute()
+
+
+ALL_MODELS: tuple[type[LedgerItem], ...] = (
+    LedgerItem,
+    TenantItem,
+    EventItem,
+    ObjectItem,
+    ConnectionItem,
+    NoticeItem,
+    RefItem,
+    LockItem,
+    OAuthStateItem,
+    AuditItem,
+)
+
+_bound: str | None = None
+
+
+def bind_table() -> None:
+    """Point every model at the configured table (once per container; cheap afterwards)."""
+    global _bound  # noqa: PLW0603 - module-level binding, once per container
+    name = get_settings().ledger_table
+    if _bound == name:
+        return
+    for model in ALL_MODELS:
+        model.Meta.table_name = name
+        model.Meta.region = get_settings().aws_region
+        # pynamodb caches a connection per model class; drop it so a new name/endpoint takes effect.
+        model._connection = None
+    _bound = name
+
+
+def reset_binding() -> None:
+    """Tests and the local stack: forget the bound table/endpoint."""
+    global _bound  # noqa: PLW0603
+    _bound = None
+
+
+def as_plain(item: LedgerItem) -> dict[str, Any]:
+    """A JSON-compatible dict of an item's attributes (for ops views)."""
+    return {k: v for k, v in item.attribute_values.items() if v is not None}

@@ -1,0 +1,66 @@
+"""Typed settings, read from the environment once per container. The only module that reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class SettingsError(RuntimeError):
+    """A required environment variable is missing or malformed (raised at cold start)."""
+
+
+class Settings(BaseModel):
+    # Wiring (set by template.yaml; the local stack sets the same names)
+    ledger_table: str = Field(alias="LEDGER_TABLE")
+    dlq_url: str = Field(default="", alias="DLQ_URL")
+    callback_queue_url: str = Field(default="", alias="CALLBACK_QUEUE_URL")
+    secrets_prefix: str = Field(default="qbsync", alias="SECRETS_PREFIX")
+    oauth_app_secret_id: str = Field(default="", alias="OAUTH_APP_SECRET_ID")
+    aws_region: str = Field(default="us-east-1", alias="AWS_REGION")
+    # QuickBooks environment: sandbox | production | local (the emulator). Endpoints follow from it.
+    qbo_environment: Literal["sandbox", "production", "local"] = Field(default="sandbox", alias="QBO_ENVIRONMENT")
+    qbo_base_url: str = Field(default="", alias="QBO_BASE_URL")
+    qbo_discovery_url: str = Field(default="", alias="QBO_DISCOVERY_URL")
+    qbo_webhook_verifier_secret_id: str = Field(default="", alias="QBO_WEBHOOK_VERIFIER_SECRET_ID")
+    oauth_redirect_url: str = Field(default="", alias="OAUTH_REDIRECT_URL")
+    # Request limits
+    max_body_bytes: int = Field(default=262_144, alias="MAX_BODY_BYTES")
+    signature_tolerance_s: int = Field(default=300, alias="SIGNATURE_TOLERANCE_S")
+    # QBO pacing per realm (QBO: 500/min, 10 in flight, 40 batch/min); we stay under by default.
+    qbo_rate_per_min: int = Field(default=480, alias="QBO_RATE_PER_MIN")
+    qbo_max_inflight: int = Field(default=8, alias="QBO_MAX_INFLIGHT")
+    qbo_batch_per_min: int = Field(default=38, alias="QBO_BATCH_PER_MIN")
+    qbo_batch_size: int = Field(default=30, alias="QBO_BATCH_SIZE")
+    qbo_timeout_s: float = Field(default=30.0, alias="QBO_TIMEOUT_S")
+    # Observability
+    tracing_enabled: bool = Field(default=False, alias="QBSYNC_TRACING")
+    ops_local_key: str = Field(default="", alias="OPS_LOCAL_KEY")
+
+    model_config = {"populate_by_name": True, "frozen": True}
+
+    @property
+    def qbo_api_base(self) -> str:
+        if self.qbo_base_url:
+            return self.qbo_base_url.rstrip("/")
+        if self.qbo_environment == "production":
+            return "https://quickbooks.api.intuit.com"
+        return "https://sandbox-quickbooks.api.intuit.com"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read settings once. Raises SettingsError naming the missing/invalid variables."""
+    try:
+        return Settings.model_validate(dict(os.environ))
+    except ValidationError as exc:
+        names = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise SettingsError(f"qbsync settings invalid or missing: {names}") from exc
+
+
+def reset_settings_cache() -> None:
+    """For tests and the local stack, which change the environment between runs."""
+    get_settings.cache_clear()
