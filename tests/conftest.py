@@ -1,0 +1,75 @@
+"""Shared fixtures: an in-process moto AWS with the ledger table and queues created from template.yaml."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from infra.template_check import load_template
+from shared.adapters import dynamo
+from shared.config import reset_settings_cache
+
+BASE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    "LEDGER_TABLE": "LedgerTable",
+    "SECRETS_PREFIX": "qbsync",
+    "POWERTOOLS_SERVICE_NAME": "qbsync",
+    "POWERTOOLS_METRICS_NAMESPACE": "qbsync",
+    "POWERTOOLS_DEV": "false",
+    "QBO_ENVIRONMENT": "local",
+}
+
+
+def table_definition(logical_id: str = "LedgerTable") -> dict[str, Any]:
+    """create_table kwargs for a table declared in template.yaml (the one source of its shape)."""
+    props = load_template()["Resources"][logical_id]["Properties"]
+    kwargs: dict[str, Any] = {
+        "TableName": logical_id,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if "GlobalSecondaryIndexes" in props:
+        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if "StreamSpecification" in props:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+    return kwargs
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    for k in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(k)
+    for k, v in BASE_ENV.items():
+        monkeypatch.setenv(k, v)
+    reset_settings_cache()
+    dynamo.reset_binding()
+    yield BASE_ENV
+    reset_settings_cache()
+    dynamo.reset_binding()
+
+
+@pytest.fixture
+def moto_aws(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """In-process moto with the ledger table, the queues and the app secrets of template.yaml."""
+    from moto import mock_aws
+
+    with mock_aws():
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(**table_definition())
+        sqs = boto3.client("sqs")
+        urls = {name: sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("DeadLetterQueue", "CallbackQueue")}
+        monkeypatch.setenv("DLQ_URL", urls["DeadLetterQueue"])
+        monkeypatch.setenv("CALLBACK_QUEUE_URL", urls["CallbackQueue"])
+        reset_settings_cache()
+        dynamo.reset_binding()
+        yield {**aws_env, "DLQ_URL": urls["DeadLetterQueue"], "CALLBACK_QUEUE_URL": urls["CallbackQueue"]}

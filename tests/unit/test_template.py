@@ -1,0 +1,80 @@
+"""template.yaml is the one source of wiring: lint it, and check the code agrees with it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra.template_check import ROOT, lint, load_template, transform
+from shared.adapters.dynamo import LedgerItem
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any]) -> dict[str, Any]:
+    return transform(template)
+
+
+def test_cfn_lint_passes_on_template_and_on_transformed_output(tmp_path: Any, transformed: dict[str, Any]) -> None:
+    assert lint(ROOT / "template.yaml") == []
+    out = tmp_path / "transformed.json"
+    out.write_text(json.dumps(transformed, default=str))
+    assert lint(out) == []
+
+
+def test_pynamodb_keys_and_indexes_match_the_table(template: dict[str, Any]) -> None:
+    props = template["Resources"]["LedgerTable"]["Properties"]
+    keys = {k["KeyType"]: k["AttributeName"] for k in props["KeySchema"]}
+    assert LedgerItem._hash_keyname == keys["HASH"]
+    assert LedgerItem._range_keyname == keys["RANGE"]
+    table_indexes = {
+        gsi["IndexName"]: {k["KeyType"]: k["AttributeName"] for k in gsi["KeySchema"]}
+        for gsi in props["GlobalSecondaryIndexes"]
+    }
+    model_indexes = {
+        idx.Meta.index_name: {
+            "HASH": next(a.attr_name for a in idx.Meta.attributes.values() if a.is_hash_key),
+            "RANGE": next(a.attr_name for a in idx.Meta.attributes.values() if a.is_range_key),
+        }
+        for idx in LedgerItem._indexes.values()
+    }
+    assert model_indexes == table_indexes
+    assert props["TimeToLiveSpecification"]["AttributeName"] == LedgerItem.expires_at.attr_name
+
+
+def _policy_statements(transformed: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, res in transformed["Resources"].items():
+        if res["Type"] != "AWS::IAM::Role":
+            continue
+        for pol in res["Properties"].get("Policies", []):
+            for st in pol["PolicyDocument"]["Statement"]:
+                out.append((name, st))
+    return out
+
+
+def test_no_function_policy_grants_star_actions_or_resources(transformed: dict[str, Any]) -> None:
+    offenders = []
+    for role, st in _policy_statements(transformed):
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st.get("Resource", [])
+        resources = resources if isinstance(resources, list) else [resources]
+        if any(a == "*" or a.endswith(":*") for a in actions):
+            offenders.append((role, "action", actions))
+        if any(r == "*" for r in resources):
+            offenders.append((role, "resource", resources))
+    assert offenders == []
+
+
+def test_every_function_handler_module_exists(template: dict[str, Any]) -> None:
+    for name, res in template["Resources"].items():
+        if res["Type"] != "AWS::Serverless::Function":
+            continue
+        module = res["Properties"]["Handler"].rsplit(".", 1)[0]
+        assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"{name}: {module} missing"
