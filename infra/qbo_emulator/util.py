@@ -14,7 +14,9 @@ try:
     from zoneinfo import ZoneInfo
 
     PACIFIC: Any = ZoneInfo("America/Los_Angeles")
-except Exception:  # pragma: no cover - tzdata missing; QBO reports Pacific time, a fixed offset is close enough
+except (
+    Exception
+):  # pragma: no cover - tzdata missing; QBO reports Pacific time, a fixed offset is close enough
     from datetime import timezone
 
     PACIFIC = timezone(timedelta(hours=-8))
@@ -52,6 +54,7 @@ class QboError(Exception):
         code: str,
         message: str,
         detail: str = "",
+        *,
         status: int = 400,
         fault_type: str = "ValidationFault",
         element: str = "",
@@ -84,8 +87,12 @@ def not_found(entity: str, ident: str) -> QboError:
 
 
 def invalid_ref(what: str, ident: Any) -> QboError:
-    return QboError("2500", "Invalid Reference Id", f"Invalid Reference Id : {what} assigned to this "
-                    f"transaction has been deleted or is inactive (Id={ident})")
+    return QboError(
+        "2500",
+        "Invalid Reference Id",
+        f"Invalid Reference Id : {what} assigned to this "
+        f"transaction has been deleted or is inactive (Id={ident})",
+    )
 
 
 def business(detail: str) -> QboError:
@@ -149,7 +156,9 @@ def parse_date(value: Any, field: str) -> date:
     try:
         return date.fromisoformat(str(value)[:10])
     except ValueError as exc:
-        raise QboError("2070", "Invalid Date", f"{field} must be in YYYY-MM-DD format", element=field) from exc
+        raise QboError(
+            "2070", "Invalid Date", f"{field} must be in YYYY-MM-DD format", element=field
+        ) from exc
 
 
 def money(value: Any, field: str = "Amount") -> Decimal:
@@ -165,7 +174,9 @@ def money(value: Any, field: str = "Amount") -> Decimal:
     try:
         return Decimal(str(value))
     except (InvalidOperation, ValueError) as exc:
-        raise QboError("2030", "Invalid Number", f"{field}: '{value}' is not a number", element=field) from exc
+        raise QboError(
+            "2030", "Invalid Number", f"{field}: '{value}' is not a number", element=field
+        ) from exc
 
 
 def round2(value: Decimal) -> Decimal:
@@ -173,7 +184,7 @@ def round2(value: Decimal) -> Decimal:
 
 
 def to_json_value(obj: Any) -> Any:
-    """Deep-convert Decimals into ints/floats so they serialize as JSON numbers (QBO sends 100.5, not "100.50")."""
+    """Deep-convert Decimals into ints/floats so they serialize as JSON numbers (100.5, not "100.50")."""
     if isinstance(obj, dict):
         return {k: to_json_value(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list):
