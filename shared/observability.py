@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from shared.config import get_settings
 
@@ -62,12 +62,19 @@ def count(name: str, value: float = 1, **dims: str) -> None:
     m = metrics()
     if dims:
         # Dimensioned metrics go out as their own EMF blob so they don't leak onto other metrics.
-        single = m.single_metric(name=name, unit=MetricUnit.Count, value=value, default_dimensions=m.default_dimensions)
-        with single as sm:
+        with single_metric(
+            name=name, unit=MetricUnit.Count, value=value, namespace="qbsync", default_dimensions=m.default_dimensions
+        ) as sm:
             for k, v in dims.items():
                 sm.add_dimension(name=k, value=v)
         return
     m.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+class TracerLike(Protocol):
+    def capture_lambda_handler(self, fn: F) -> F: ...
+
+    def capture_method(self, fn: F) -> F: ...
 
 
 class _NoTracer:
@@ -79,11 +86,11 @@ class _NoTracer:
 
 
 @lru_cache(maxsize=1)
-def tracer() -> Any:
+def tracer() -> TracerLike:
     if get_settings().tracing_enabled:
         from aws_lambda_powertools import Tracer
 
-        return Tracer(service="qbsync")
+        return cast(TracerLike, Tracer(service="qbsync"))
     return _NoTracer()
 
 

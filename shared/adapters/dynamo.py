@@ -4,7 +4,7 @@ Item types (``rtype``) and keys::
 
     tenant      pk TENANT#{tenant}               sk TENANT     gsi1 REALM#{realm} / TENANT#{tenant}
     event       pk EVT#{tenant}#{event_id}       sk EVT        gsi1 OBJ#{tenant}#{object_key} / {version:020d}#{event_id}
-    object      pk OBJ#{tenant}#{object_key}     sk OBJ        gsi1 STATUS#{tenant}#{status} / {updated_at}
+    object      pk OBJ#{tenant}#{object_key}     sk OBJ        gsi1 STATUS#{status} / {tenant}#{updated_at} (attention states only)
                                                                gsi2 WAIT#{tenant}#{waiting_on} / {object_key}
     connection  pk REALM#{realm}                 sk CONN
     notice      pk NOTICE#{realm}#{dedupe_key}   sk NOTICE
@@ -35,7 +35,7 @@ from pynamodb.models import Model
 from shared.config import get_settings
 
 
-class Gsi1(GlobalSecondaryIndex["LedgerItem"]):
+class Gsi1(GlobalSecondaryIndex["LedgerItem"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "gsi1"
         projection = AllProjection()
@@ -44,7 +44,7 @@ class Gsi1(GlobalSecondaryIndex["LedgerItem"]):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
-class Gsi2(GlobalSecondaryIndex["LedgerItem"]):
+class Gsi2(GlobalSecondaryIndex["LedgerItem"]):  # type: ignore[no-untyped-call]
     class Meta:
         index_name = "gsi2"
         projection = AllProjection()
@@ -54,11 +54,15 @@ class Gsi2(GlobalSecondaryIndex["LedgerItem"]):
 
 
 class LedgerItem(Model):
-    """Base model: keys, indexes and attributes common to every item type."""
+    """Base model: keys, indexes and attributes common to every item type.
+
+    Every subclass declares its own ``gsi1``/``gsi2`` instances: pynamodb binds an index object to the
+    last model class that declares it, so shared instances would return the wrong model from queries.
+    """
 
     class Meta:
         table_name = "LedgerTable"  # replaced by bind_table() at first use
-        region = None
+        region = "us-east-1"
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
@@ -73,6 +77,9 @@ class LedgerItem(Model):
 
 
 class TenantItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     tenant_id = UnicodeAttribute()
     name = UnicodeAttribute()
     realm_id = UnicodeAttribute(null=True)
@@ -86,6 +93,9 @@ class TenantItem(LedgerItem):
 
 
 class EventItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     tenant_id = UnicodeAttribute()
     event_id = UnicodeAttribute()
     type = UnicodeAttribute()
@@ -100,6 +110,9 @@ class EventItem(LedgerItem):
 
 
 class ObjectItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     """A source object's desired QBO state and what is synced (level-triggered reconcile)."""
 
     tenant_id = UnicodeAttribute()
@@ -121,11 +134,15 @@ class ObjectItem(LedgerItem):
     attempts = NumberAttribute(default=0)
     next_attempt_at = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
+    lease_owner = UnicodeAttribute(null=True)
     last_error = JSONAttribute(null=True)
     updated_at = UnicodeAttribute()
 
 
 class ConnectionItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     realm_id = UnicodeAttribute()
     status = UnicodeAttribute(default="connected")  # connected | needs_reconnect | disconnected
     secret_id = UnicodeAttribute()
@@ -141,6 +158,9 @@ class ConnectionItem(LedgerItem):
 
 
 class NoticeItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     realm_id = UnicodeAttribute()
     dedupe_key = UnicodeAttribute()
     entity = UnicodeAttribute()
@@ -154,6 +174,9 @@ class NoticeItem(LedgerItem):
 
 
 class RefItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     entity = UnicodeAttribute()
     key = UnicodeAttribute()
     qbo_id = UnicodeAttribute()
@@ -162,6 +185,9 @@ class RefItem(LedgerItem):
 
 
 class LockItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     owner = UnicodeAttribute(null=True)
     lock_until = NumberAttribute(default=0)
     tokens = NumberAttribute(null=True)
@@ -171,12 +197,18 @@ class LockItem(LedgerItem):
 
 
 class OAuthStateItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     tenant_id = UnicodeAttribute()
     created_at = UnicodeAttribute()
     used = BooleanAttribute(default=False)
 
 
 class AuditItem(LedgerItem):
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
     tenant_id = UnicodeAttribute()
     actor = UnicodeAttribute()
     action = UnicodeAttribute()

@@ -355,7 +355,7 @@ Lifecycle = Literal["active", "cancelled", "no_show", "voided", "deleted", "draf
 
 def lifecycle_for(event_type: EventType) -> Lifecycle:
     """The state a source object is in after an event of this type."""
-    return {
+    table: dict[EventType, Lifecycle] = {
         EventType.APPOINTMENT_BOOKED: "draft",
         EventType.APPOINTMENT_RESCHEDULED: "draft",
         EventType.APPOINTMENT_COMPLETED: "active",
@@ -366,4 +366,5 @@ def lifecycle_for(event_type: EventType) -> Lifecycle:
         EventType.INVOICE_UNFINALIZED: "deleted",
         EventType.PAYMENT_DELETED: "deleted",
         EventType.CREDIT_DELETED: "deleted",
-    }.get(event_type, "active")
+    }
+    return table.get(event_type, "active")

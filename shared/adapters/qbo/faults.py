@@ -57,8 +57,12 @@ class QboFault(Exception):
 
     def as_error(self) -> RetryableError | PermanentError | ReconnectNeeded:
         """The qbsync error of the matching kind, carrying code, detail and intuit_tid."""
-        cls = {ErrorKind.RETRYABLE: RetryableError, ErrorKind.RECONNECT: ReconnectNeeded}.get(self.kind, PermanentError)
-        return cls(  # type: ignore[no-any-return]
+        cls: type[RetryableError | PermanentError | ReconnectNeeded] = PermanentError
+        if self.kind == ErrorKind.RETRYABLE:
+            cls = RetryableError
+        elif self.kind == ErrorKind.RECONNECT:
+            cls = ReconnectNeeded
+        return cls(
             self.message,
             suggested_fix=self.suggested_fix if self.kind == ErrorKind.PERMANENT else "",
             qbo_code=self.code or None,

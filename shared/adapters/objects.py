@@ -1,0 +1,242 @@
+"""ObjectRepository: the ledger rows of source objects (desired vs synced state), with leases.
+
+Every state change is a conditional update: applying an event only if its version is newer, writing
+sync results only while holding the object's lease. Attention states (waiting, retrying, failed, held,
+manual) are indexed in ``gsi1`` (``STATUS#{status}``); synced / skipped / excluded rows leave the index.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.expressions.update import Action
+
+from shared.adapters.dynamo import EventItem, ObjectItem, bind_table
+
+ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
+TERMINAL = {"synced", "skipped", "excluded", "manual_done"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def object_pk(tenant_id: str, object_key: str) -> str:
+    return f"OBJ#{tenant_id}#{object_key}"
+
+
+def _conditional_failed(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    return cause == "ConditionalCheckFailedException"
+
+
+class LeaseLost(Exception):
+    """Another worker took the object (our lease expired); drop the work, it will be redone."""
+
+
+class ObjectRepository:
+    def __init__(self) -> None:
+        bind_table()
+        self.owner = uuid.uuid4().hex[:12]
+
+    # ---------------------------------------------------------------- events -> desired state
+    def apply_event(self, event: EventItem, lifecycle: str, kind: str) -> bool:
+        """Set the object's desired state from ``event`` if its version is newer. Returns False if stale."""
+        item = ObjectItem(object_pk(event.tenant_id, event.object_key), "OBJ")
+        ts = now_iso()
+        try:
+            item.update(
+                actions=[
+                    ObjectItem.rtype.set("object"),
+                    ObjectItem.tenant_id.set(event.tenant_id),
+                    ObjectItem.object_key.set(event.object_key),
+                    ObjectItem.kind.set(kind),
+                    ObjectItem.desired.set(event.data),
+                    ObjectItem.desired_version.set(int(event.version)),
+                    ObjectItem.desired_event_id.set(event.event_id),
+                    ObjectItem.lifecycle.set(lifecycle),
+                    ObjectItem.dirty.set(True),
+                    ObjectItem.attempts.set(0),
+                    ObjectItem.updated_at.set(ts),
+                    ObjectItem.status.set(ObjectItem.status | "pending"),
+                ],
+                condition=(ObjectItem.pk.does_not_exist() | (ObjectItem.desired_version < int(event.version))),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def mark_event_outcome(self, event: EventItem, outcome: str) -> None:
+        event.update(actions=[EventItem.outcome.set(outcome)])
+
+    # ---------------------------------------------------------------- reads
+    def get(self, tenant_id: str, object_key: str) -> ObjectItem | None:
+        try:
+            return ObjectItem.get(object_pk(tenant_id, object_key), "OBJ", consistent_read=True)
+        except ObjectItem.DoesNotExist:
+            return None
+
+    def by_status(self, status: str, *, tenant_id: str | None = None, limit: int | None = None) -> Iterator[ObjectItem]:
+        cond = ObjectItem.gsi1sk.startswith(f"{tenant_id}#") if tenant_id else None
+        yield from cast(Iterator[ObjectItem], ObjectItem.gsi1.query(f"STATUS#{status}", cond, limit=limit))
+
+    def waiting_on(self, tenant_id: str, object_key: str) -> Iterator[ObjectItem]:
+        yield from cast(Iterator[ObjectItem], ObjectItem.gsi2.query(f"WAIT#{tenant_id}#{object_key}"))
+
+    # ---------------------------------------------------------------- lease
+    def claim(self, tenant_id: str, object_key: str, lease_s: int = 120) -> ObjectItem | None:
+        """Take the object's lease (None if another worker holds it or the object does not exist)."""
+        item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
+        now = int(time.time())
+        try:
+            item.update(
+                actions=[ObjectItem.lease_until.set(now + lease_s), _owner_attr().set(self.owner)],
+                condition=(
+                    ObjectItem.pk.exists() & (ObjectItem.lease_until.does_not_exist() | (ObjectItem.lease_until < now))
+                ),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return self.get(tenant_id, object_key)
+
+    def _held(self) -> Any:
+        return _owner_attr() == self.owner
+
+    def update(self, item: ObjectItem, actions: list[Action]) -> None:
+        """Write while holding the lease. Raises LeaseLost if the lease moved to another worker."""
+        try:
+            item.update(actions=[*actions, ObjectItem.updated_at.set(now_iso())], condition=self._held())
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                raise LeaseLost(item.object_key) from exc
+            raise
+
+    # ---------------------------------------------------------------- outcomes
+    def record_slot(self, item: ObjectItem, slot: str, info: dict[str, Any] | None) -> None:
+        """Store (or clear) the QBO document of a slot the moment it is known."""
+        qbo = dict(item.qbo or {})
+        if info is None:
+            qbo.pop(slot, None)
+        else:
+            qbo[slot] = info
+        item.qbo = qbo
+        self.update(item, [ObjectItem.qbo.set(qbo)])
+
+    def record_intent(self, item: ObjectItem, intent: dict[str, Any] | None) -> None:
+        item.intent = intent
+        self.update(item, [ObjectItem.intent.set(intent) if intent is not None else ObjectItem.intent.remove()])
+
+    def finish(
+        self,
+        item: ObjectItem,
+        *,
+        status: str,
+        version: int,
+        reason: str | None = None,
+        waiting_on: str | None = None,
+        error: dict[str, Any] | None = None,
+        synced: dict[str, Any] | None = None,
+        next_attempt_at: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """Release the lease with the outcome. ``dirty`` is cleared only if no newer version arrived meanwhile
+        (the newer version's apply already set it, and its stream record brings the object back)."""
+        ts = now_iso()
+        actions: list[Action] = [
+            ObjectItem.status.set(status),
+            ObjectItem.lease_until.remove(),
+            _owner_attr().remove(),
+        ]
+        actions.append(ObjectItem.status_reason.set(reason) if reason else ObjectItem.status_reason.remove())
+        if status in ATTENTION:
+            actions += [
+                ObjectItem.gsi1pk.set(f"STATUS#{status}"),
+                ObjectItem.gsi1sk.set(f"{item.tenant_id}#{ts}"),
+            ]
+        else:
+            actions += [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+        if waiting_on:
+            actions += [
+                ObjectItem.waiting_on.set(waiting_on),
+                ObjectItem.gsi2pk.set(f"WAIT#{item.tenant_id}#{waiting_on}"),
+                ObjectItem.gsi2sk.set(item.object_key),
+            ]
+        else:
+            actions += [
+                ObjectItem.waiting_on.remove(),
+                ObjectItem.gsi2pk.remove(),
+                ObjectItem.gsi2sk.remove(),
+            ]
+        actions.append(ObjectItem.last_error.set(error) if error else ObjectItem.last_error.remove())
+        if synced is not None:
+            actions += [ObjectItem.synced.set(synced), ObjectItem.synced_version.set(version)]
+        if next_attempt_at:
+            actions.append(ObjectItem.next_attempt_at.set(next_attempt_at))
+        else:
+            actions.append(ObjectItem.next_attempt_at.remove())
+        if attempts is not None:
+            actions.append(ObjectItem.attempts.set(attempts))
+        try:
+            item.update(
+                actions=[*actions, ObjectItem.dirty.set(False), ObjectItem.updated_at.set(ts)],
+                condition=self._held() & (ObjectItem.desired_version == version),
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+            # A newer version arrived (or the lease moved): record the outcome but leave dirty as it is.
+            self.update(item, actions)
+
+    def touch(self, item: ObjectItem, *, reason: str) -> bool:
+        """Mark an object dirty again (wake a waiting / held / retrying object). False if it vanished."""
+        try:
+            item.update(
+                actions=[
+                    ObjectItem.dirty.set(True),
+                    ObjectItem.status_reason.set(reason),
+                    ObjectItem.updated_at.set(now_iso()),
+                ],
+                condition=ObjectItem.pk.exists(),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def ensure(self, tenant_id: str, object_key: str, kind: str) -> None:
+        """Create an empty row for an object known only by reference (e.g. a patient with no event yet)."""
+        try:
+            ObjectItem(
+                object_pk(tenant_id, object_key),
+                "OBJ",
+                rtype="object",
+                tenant_id=tenant_id,
+                object_key=object_key,
+                kind=kind,
+                desired={},
+                desired_version=-1,
+                status="pending",
+                updated_at=now_iso(),
+            ).save(condition=ObjectItem.pk.does_not_exist())
+        except PutError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+
+def _owner_attr() -> Any:
+    return ObjectItem.lease_owner
+
+
+def events_of(tenant_id: str, object_key: str) -> Iterator[EventItem]:
+    """The object's timeline, oldest version first."""
+    yield from cast(Iterator[EventItem], EventItem.gsi1.query(f"OBJ#{tenant_id}#{object_key}"))

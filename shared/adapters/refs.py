@@ -1,0 +1,129 @@
+"""Per-realm cache of QBO list entries (items, classes, departments, payment methods, accounts, tax codes).
+
+One ``/batch`` of queries loads every list at once (one metered call per realm per refresh); the snapshot is
+kept in memory per container and in the ledger (RefItem) so other containers start warm. A lookup miss
+refreshes once (at most every ``min_refresh_s``) before a missing mapping is reported, so an item created in
+QBO after the last load is found without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.adapters.dynamo import RefItem, bind_table
+from shared.adapters.objects import now_iso
+from shared.adapters.qbo.types import BatchOp, QboApi
+
+LISTS = ("Item", "Class", "Department", "PaymentMethod", "Account", "TaxCode")
+
+
+@dataclass
+class Snapshot:
+    by_name: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # entity -> name -> row
+    by_id: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    loaded_at: float = 0.0
+
+
+class RefCache:
+    def __init__(self, min_refresh_s: float = 60.0, max_age_s: float = 3600.0) -> None:
+        bind_table()
+        self._snapshots: dict[str, Snapshot] = {}
+        self.min_refresh_s = min_refresh_s
+        self.max_age_s = max_age_s
+        self.loads = 0
+
+    def lookup(self, client: QboApi, entity: str, ref: str) -> dict[str, Any] | None:
+        """The active list entry named ``ref`` (or with Id ``ref``), or None after one refresh."""
+        snap = self._snapshot(client)
+        row = _find(snap, entity, ref)
+        if row is None and time.time() - snap.loaded_at > self.min_refresh_s:
+            snap = self.refresh(client)
+            row = _find(snap, entity, ref)
+        return row
+
+    def rows(self, client: QboApi, entity: str) -> list[dict[str, Any]]:
+        return list(self._snapshot(client).by_id.get(entity, {}).values())
+
+    def remember(self, realm_id: str, entity: str, row: dict[str, Any]) -> None:
+        """Add an entry qbsync just created (write responses are reused, never re-read)."""
+        snap = self._snapshots.setdefault(realm_id, Snapshot(loaded_at=time.time()))
+        _index(snap, entity, row)
+
+    def _snapshot(self, client: QboApi) -> Snapshot:
+        snap = self._snapshots.get(client.realm_id)
+        if snap is not None and time.time() - snap.loaded_at < self.max_age_s:
+            return snap
+        stored = self._load_stored(client.realm_id)
+        if stored is not None and time.time() - stored.loaded_at < self.max_age_s:
+            self._snapshots[client.realm_id] = stored
+            return stored
+        return self.refresh(client)
+
+    def refresh(self, client: QboApi) -> Snapshot:
+        """Load every list in one /batch call and store the snapshot for other containers."""
+        ops = [
+            BatchOp(bid=f"q{i}", operation="query", entity=e, body={"query": f"select * from {e} maxresults 1000"})
+            for i, e in enumerate(LISTS)
+        ]
+        results = client.batch(ops)
+        snap = Snapshot(loaded_at=time.time())
+        for entity, res in zip(LISTS, results, strict=True):
+            if res.fault is not None:
+                raise res.fault
+            for row in res.rows:
+                _index(snap, entity, row)
+        self._snapshots[client.realm_id] = snap
+        self.loads += 1
+        RefItem(
+            f"REALM#{client.realm_id}",
+            "REF#SNAPSHOT",
+            rtype="ref",
+            entity="*",
+            key="snapshot",
+            qbo_id="-",
+            data={"by_id": snap.by_id, "loaded_at": snap.loaded_at},
+            fetched_at=now_iso(),
+        ).save()
+        return snap
+
+    def _load_stored(self, realm_id: str) -> Snapshot | None:
+        try:
+            item = RefItem.get(f"REALM#{realm_id}", "REF#SNAPSHOT")
+        except RefItem.DoesNotExist:
+            return None
+        snap = Snapshot(loaded_at=float(item.data.get("loaded_at", 0)))
+        for entity, rows in item.data.get("by_id", {}).items():
+            for row in rows.values():
+                _index(snap, entity, row)
+        return snap
+
+    def invalidate(self, realm_id: str) -> None:
+        self._snapshots.pop(realm_id, None)
+
+
+_KEEP = ("Id", "Name", "FullyQualifiedName", "Active", "AccountType", "AccountSubType", "Type", "SyncToken")
+
+
+def _index(snap: Snapshot, entity: str, full_row: dict[str, Any]) -> None:
+    # Keep only what lookups need: the snapshot is stored in one ledger item (400 KB limit).
+    row = {k: full_row[k] for k in _KEEP if k in full_row}
+    name = str(row.get("FullyQualifiedName") or row.get("Name") or "")
+    snap.by_id.setdefault(entity, {})[str(row["Id"])] = row
+    if name:
+        snap.by_name.setdefault(entity, {})[name.casefold()] = row
+    if row.get("Name"):
+        snap.by_name.setdefault(entity, {}).setdefault(str(row["Name"]).casefold(), row)
+
+
+def _find(snap: Snapshot, entity: str, ref: str) -> dict[str, Any] | None:
+    row = snap.by_name.get(entity, {}).get(ref.casefold()) or snap.by_id.get(entity, {}).get(ref)
+    if row is None or row.get("Active") is False:
+        return None
+    return row
+
+
+def escape_query_value(value: str) -> str:
+    """A string literal for QBO's query language: backslash-escape backslashes and apostrophes."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")

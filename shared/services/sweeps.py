@@ -1,0 +1,52 @@
+"""The retry sweep: redrive transient failures after backoff; wake stale waits and held work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.adapters.dynamo import ConnectionItem, TenantItem
+from shared.adapters.objects import ObjectRepository
+from shared.observability import count
+
+STALE_WAIT = timedelta(minutes=10)
+
+
+def retry_sweep(now: datetime | None = None, objects: ObjectRepository | None = None) -> dict[str, Any]:
+    """Touch every object that is due. Returns counts per reason."""
+    repo = objects or ObjectRepository()
+    now = now or datetime.now(UTC)
+    woken = {"retrying": 0, "waiting": 0, "held": 0}
+    for item in repo.by_status("retrying"):
+        if item.next_attempt_at and datetime.fromisoformat(item.next_attempt_at) <= now:
+            woken["retrying"] += repo.touch(item, reason="retry after backoff")
+    for item in repo.by_status("waiting"):
+        if datetime.fromisoformat(item.updated_at) <= now - STALE_WAIT:
+            woken["waiting"] += repo.touch(item, reason="re-check prerequisites")
+    connected: dict[str, bool] = {}
+    for item in repo.by_status("held"):
+        realm = _realm_of(item.tenant_id)
+        if realm is None:
+            continue
+        if realm not in connected:
+            connected[realm] = _is_connected(realm)
+        if connected[realm]:
+            woken["held"] += repo.touch(item, reason="connection restored")
+    for reason, n in woken.items():
+        if n:
+            count("SweepWoken", n, reason=reason)
+    return woken
+
+
+def _realm_of(tenant_id: str) -> str | None:
+    try:
+        return TenantItem.get(f"TENANT#{tenant_id}", "TENANT").realm_id
+    except TenantItem.DoesNotExist:
+        return None
+
+
+def _is_connected(realm_id: str) -> bool:
+    try:
+        return ConnectionItem.get(f"REALM#{realm_id}", "CONN").status == "connected"
+    except ConnectionItem.DoesNotExist:
+        return False

@@ -1,0 +1,682 @@
+"""The sync engine: stored events → desired state → QBO documents, exactly once.
+
+Level-triggered. A stream record of an *event* applies it to its object's desired state (if newer); a
+stream record of a *dirty object* reconciles that object with QBO: for each document slot the planner
+decides create / update / void / delete / nothing, and the executor performs it with
+
+* a deterministic ``requestid`` per (tenant, object, slot, operation, version),
+* the write intent recorded on the object before the call,
+* a read-back (DocNumber, DisplayName or PrivateNote marker) before any re-create after an uncertain outcome,
+* the QBO Id stored the moment it is known.
+
+Outcomes: synced, skipped (rule named), waiting (prerequisite named; woken when it syncs), held (connection
+needs reconnect), retrying (backoff; the retry sweep wakes it), failed (failure record + DLQ message with the
+QBO fault and a suggested fix).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from shared.adapters.dlq import DeadLetters
+from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem, bind_table
+from shared.adapters.objects import LeaseLost, ObjectRepository
+from shared.adapters.qbo.faults import QboFault, QboNotFound, QboStale
+from shared.adapters.qbo.types import QboApi
+from shared.adapters.refs import RefCache, escape_query_value
+from shared.domain import documents as docs
+from shared.domain import naming
+from shared.domain.errors import (
+    ErrorKind,
+    MissingMapping,
+    PermanentError,
+    QbsyncError,
+    ReconnectNeeded,
+    RetryableError,
+    WaitingOnDependency,
+)
+from shared.domain.events import EventType, lifecycle_for
+from shared.domain.phi import check_payload
+from shared.domain.planner import SlotPlan, before_start_date, plan_slot, wants_invoice
+from shared.domain.tenant import Tenant, TenantMappings
+from shared.observability import count, logger
+
+MAX_ATTEMPTS = 8
+ClientFactory = Callable[[str], QboApi]
+
+
+@dataclass
+class Outcome:
+    status: str
+    reason: str | None = None
+    waiting_on: str | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class Ctx:
+    """What reconciling one object needs: the tenant, its realm's client and company preferences."""
+
+    tenant: Tenant
+    client: QboApi
+    prefs: docs.CompanyPrefs
+    forbidden: list[str] = field(default_factory=list)
+
+
+class SyncService:
+    def __init__(
+        self,
+        client_factory: ClientFactory,
+        *,
+        objects: ObjectRepository | None = None,
+        refs: RefCache | None = None,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        bind_table()
+        self.objects = objects or ObjectRepository()
+        self.refs = refs or RefCache()
+        self.dlq = dead_letters or DeadLetters()
+        self._client_factory = client_factory
+        self._clients: dict[str, QboApi] = {}
+        self._tenants: dict[str, tuple[float, Tenant]] = {}
+
+    # ================================================================ stream entry points
+    def apply_event(self, event: EventItem) -> bool:
+        """Apply a stored event to its object's desired state (only if newer). Returns False if stale."""
+        etype = EventType(event.type)
+        kind = event.object_key.split(":", 1)[0]
+        applied = self.objects.apply_event(event, lifecycle_for(etype), kind)
+        self.objects.mark_event_outcome(event, "applied" if applied else "stale")
+        count("EventApplied" if applied else "EventStale")
+        return applied
+
+    def reconcile(self, tenant_id: str, object_key: str) -> Outcome | None:
+        """Bring one object's QBO documents in line with its desired state. None if another worker has it."""
+        item = self.objects.claim(tenant_id, object_key)
+        if item is None:
+            return None
+        version = int(item.desired_version)
+        logger().append_keys(tenant_id=tenant_id, object_key=object_key, version=version)
+        try:
+            outcome = self._reconcile(item)
+        except LeaseLost:
+            logger().warning("lease lost; another worker will finish the object")
+            return None
+        except QbsyncError as err:
+            outcome = self._outcome_for_error(item, err)
+        except QboFault as fault:
+            outcome = self._outcome_for_error(item, fault.as_error())
+        self._finish(item, version, outcome)
+        return outcome
+
+    # ================================================================ reconcile per kind
+    def _reconcile(self, item: ObjectItem) -> Outcome:
+        tenant = self._tenant(item.tenant_id)
+        if tenant is None:
+            return Outcome("failed", "unknown tenant", error={"message": "tenant record missing"})
+        if tenant.settings.direction == "from_qbo":
+            return Outcome("skipped", "tenant syncs QuickBooks → platform only")
+        if item.desired_version < 0:
+            return Outcome("skipped", "known only by reference; no event yet")
+        ctx = self._ctx(tenant)
+        kind = item.kind
+        if kind == "patient":
+            if not tenant.settings.entities.customers:
+                return Outcome("skipped", "customers are not synced for this tenant")
+            self._ensure_customer(ctx, item.desired.get("patient_id", item.object_key.split(":", 1)[1]), item)
+            return Outcome("synced")
+        if kind in ("appointment", "invoice"):
+            return self._reconcile_invoice(ctx, item)
+        return Outcome("skipped", f"{kind} sync is not enabled in this version")
+
+    def _reconcile_invoice(self, ctx: Ctx, item: ObjectItem) -> Outcome:
+        desired = item.desired
+        want, why_not = wants_invoice(item.kind, item.lifecycle, desired, ctx.tenant.settings)
+        txn_date = desired.get("service_date") or desired.get("invoice_date")
+        if want and before_start_date(txn_date, ctx.tenant.settings):
+            want, why_not = (
+                False,
+                f"before the accounting start date {ctx.tenant.settings.accounting_start_date}",
+            )
+        doc: dict[str, Any] | None = None
+        if want:
+            customer_id = self._customer_for(ctx, desired["patient_id"])
+            ctx.forbidden = self._protected_values(ctx, desired["patient_id"])
+            doc = self._invoice_doc(ctx, item, customer_id)
+        synced = (item.qbo or {}).get("invoice")
+        plan = plan_slot(
+            slot="invoice",
+            entity="Invoice",
+            desired_fp=docs.fingerprint(doc) if doc else None,
+            synced=synced,
+            lifecycle=item.lifecycle,
+            settings=ctx.tenant.settings,
+        )
+        self._execute(ctx, item, plan, doc, lookup=("DocNumber", doc["DocNumber"] if doc else None))
+        if plan.action == "none" and not want and not synced:
+            return Outcome("skipped", why_not)
+        return Outcome("synced", plan.reason or None)
+
+    # ================================================================ documents
+    def _invoice_doc(self, ctx: Ctx, item: ObjectItem, customer_id: str) -> dict[str, Any]:
+        d = item.desired
+        m = ctx.tenant.mappings
+        payer, modality = d.get("payer_type", "self_pay"), d.get("modality", "in_person")
+        class_id = self._class_for(ctx, d.get("provider_id"))
+        department_id = self._department_for(ctx, d.get("location_id"))
+        date_ = d.get("service_date") or d.get("invoice_date")
+        if item.kind == "appointment" and item.lifecycle == "no_show":
+            fee = docs.money(d["no_show_fee"])
+            lines = [
+                docs.ResolvedLine(
+                    item_id=self._item_for(ctx, "NO_SHOW", payer, modality),
+                    qty=Decimal(1),
+                    unit_price=fee,
+                    service_date=date_,
+                    description="No-show fee",
+                )
+            ]
+        else:
+            lines = [
+                docs.ResolvedLine(
+                    item_id=self._item_for(ctx, ln["service_code"], payer, modality),
+                    qty=Decimal(str(ln.get("units", 1))),
+                    unit_price=docs.money(ln["unit_price"]),
+                    service_date=ln.get("service_date") or date_,
+                    description=_line_description(ln["service_code"], m),
+                    discount=docs.money(ln.get("discount_amount", 0)),
+                    taxable=bool(ln.get("taxable", False)),
+                    class_id=self._class_for(ctx, ln.get("provider_id")) if ln.get("provider_id") else None,
+                )
+                for ln in d.get("lines", [])
+            ]
+        if not lines:
+            raise PermanentError(
+                "the appointment has no service lines to invoice",
+                suggested_fix="Add the services performed on the platform, then complete the appointment again.",
+            )
+        tax_code_id = None
+        if ctx.tenant.settings.tax_policy == "tax_code":
+            tax_ref = m.tax_codes.get("default")
+            if not tax_ref:
+                raise MissingMapping(
+                    "tax policy is 'tax_code' but no default tax code is mapped",
+                    suggested_fix="qbsync mappings set tax_codes default=<QBO tax code>",
+                    mapping="tax_codes.default",
+                )
+            tax_code_id = self._ref_id(ctx, "TaxCode", tax_ref, "tax_codes.default")
+        prefix = ctx.tenant.settings.doc_number_prefix
+        inp = docs.SalesDocInput(
+            customer_id=customer_id,
+            doc_number=naming.doc_number(prefix, item.tenant_id, item.object_key, "invoice"),
+            txn_date=date_,
+            due_date=d.get("due_date"),
+            lines=lines,
+            private_note=naming.marker(item.tenant_id, item.object_key, "invoice"),
+            class_id=class_id,
+            department_id=department_id,
+            memo=d.get("memo"),
+            tax_code_id=tax_code_id,
+        )
+        if any(ln.discount > 0 for ln in lines) and not ctx.prefs.allow_discount:
+            raise PermanentError(
+                "the invoice has a discount but discounts are off in QuickBooks",
+                suggested_fix="Turn on discounts in QuickBooks (Account and settings > Sales > Discount).",
+            )
+        return docs.build_sales_doc(inp, ctx.prefs)
+
+    # ================================================================ references
+    def _item_for(self, ctx: Ctx, code: str, payer: str, modality: str) -> str:
+        m = ctx.tenant.mappings
+        name = _service_mapping(m, code, payer, modality)
+        if name is None:
+            raise MissingMapping(
+                f"service code {code} has no QuickBooks item mapping",
+                suggested_fix=f"qbsync mappings set services {code}=<QuickBooks item name>, then retry",
+                mapping=f"services.{code}",
+                code=code,
+            )
+        payer_map = m.payer_types.get(payer)
+        suffix = (payer_map.item_suffix if payer_map else None) or ""
+        row = self.refs.lookup(ctx.client, "Item", f"{name}{suffix}")
+        if row is None:
+            raise MissingMapping(
+                f"QuickBooks item '{name}{suffix}' (for service code {code}) does not exist or is inactive",
+                suggested_fix="Create or reactivate the item in QuickBooks, or map the code to another item.",
+                mapping=f"services.{code}",
+                code=code,
+            )
+        return str(row["Id"])
+
+    def _class_for(self, ctx: Ctx, provider_id: str | None) -> str | None:
+        m = ctx.tenant.mappings
+        if not provider_id or not m.providers:
+            return None  # the tenant does not track providers as classes
+        ref = m.providers.get(provider_id)
+        if ref is None:
+            raise MissingMapping(
+                f"provider {provider_id} has no QuickBooks class mapping",
+                suggested_fix=f"qbsync mappings set providers {provider_id}=<QuickBooks class>, then retry",
+                mapping=f"providers.{provider_id}",
+            )
+        if not (ctx.prefs.class_tracking_per_txn or ctx.prefs.class_tracking_per_line):
+            raise PermanentError(
+                "providers are mapped to classes but class tracking is off in QuickBooks",
+                suggested_fix="Turn on class tracking in QuickBooks (Advanced settings > Categories), then retry.",
+            )
+        return self._ref_id(ctx, "Class", ref, f"providers.{provider_id}")
+
+    def _department_for(self, ctx: Ctx, location_id: str | None) -> str | None:
+        m = ctx.tenant.mappings
+        if not location_id or not m.locations:
+            return None
+        ref = m.locations.get(location_id)
+        if ref is None:
+            raise MissingMapping(
+                f"location {location_id} has no QuickBooks location (department) mapping",
+                suggested_fix=f"qbsync mappings set locations {location_id}=<QuickBooks location>, then retry",
+                mapping=f"locations.{location_id}",
+            )
+        if not ctx.prefs.track_departments:
+            raise PermanentError(
+                "locations are mapped but location tracking is off in QuickBooks",
+                suggested_fix="Turn on location tracking in QuickBooks (Advanced settings > Categories), then retry.",
+            )
+        return self._ref_id(ctx, "Department", ref, f"locations.{location_id}")
+
+    def _ref_id(self, ctx: Ctx, entity: str, ref: str, mapping: str) -> str:
+        row = self.refs.lookup(ctx.client, entity, ref)
+        if row is None:
+            raise MissingMapping(
+                f"QuickBooks {entity} '{ref}' (mapping {mapping}) does not exist or is inactive",
+                suggested_fix=f"Create or reactivate the {entity} in QuickBooks, or change mapping {mapping}.",
+                mapping=mapping,
+            )
+        return str(row["Id"])
+
+    # ================================================================ customers
+    def _customer_for(self, ctx: Ctx, patient_id: str) -> str:
+        """The QBO customer id for a patient, creating the customer if needed (under the patient's lease)."""
+        key = f"patient:{patient_id}"
+        patient = self.objects.get(ctx.tenant.tenant_id, key)
+        if patient is not None and (patient.qbo or {}).get("customer", {}).get("id"):
+            return str(patient.qbo["customer"]["id"])
+        if not ctx.tenant.settings.entities.customers:
+            raise PermanentError(
+                "the patient has no linked QuickBooks customer and customer sync is off",
+                suggested_fix="Link the patient to a QuickBooks customer (qbsync customers match) or enable customers.",
+            )
+        self.objects.ensure(ctx.tenant.tenant_id, key, "patient")
+        claimed = self.objects.claim(ctx.tenant.tenant_id, key, lease_s=60)
+        if claimed is None:
+            raise WaitingOnDependency("the patient's customer is being created by another worker", waiting_on=key)
+        try:
+            customer_id = self._ensure_customer(ctx, patient_id, claimed)
+        finally:
+            self._release(claimed)
+        return customer_id
+
+    def _protected_values(self, ctx: Ctx, patient_id: str) -> list[str]:
+        """Values that must never appear in an outbound document for this patient (PHI guard)."""
+        patient = self.objects.get(ctx.tenant.tenant_id, f"patient:{patient_id}")
+        d = (patient.desired if patient else None) or {}
+        values = [d.get("email"), d.get("phone")]
+        if not (ctx.tenant.settings.naming_policy == "full_name_with_consent" and d.get("name_consent")):
+            values += [d.get("first_name"), d.get("last_name")]
+        return [v for v in values if v]
+
+    def _ensure_customer(self, ctx: Ctx, patient_id: str, patient: ObjectItem) -> str:
+        existing = (patient.qbo or {}).get("customer")
+        d = patient.desired or {}
+        policy = ctx.tenant.settings.naming_policy
+        base = naming.customer_display_name(
+            policy,
+            ctx.tenant.tenant_id,
+            patient_id,
+            first_name=d.get("first_name"),
+            last_name=d.get("last_name"),
+            consent=bool(d.get("name_consent")),
+        )
+        mark = naming.marker(ctx.tenant.tenant_id, patient.object_key, "customer")
+        if existing and existing.get("id"):
+            return str(existing["id"])
+        body: dict[str, Any] = {"DisplayName": base, "Notes": mark}
+        parent_id = self._billing_parent(ctx, d)
+        if parent_id:
+            body.update({"Job": True, "ParentRef": {"value": parent_id}, "BillWithParent": True})
+        plan = SlotPlan("customer", "Customer", "create")
+        forbidden = self._protected_values(ctx, patient_id)
+        row = self._execute(
+            ctx,
+            patient,
+            plan,
+            body,
+            lookup=("DisplayName", base),
+            extra_forbidden=forbidden,
+            on_duplicate_name=True,
+        )
+        return str(row["Id"]) if row else str((patient.qbo or {})["customer"]["id"])
+
+    def _billing_parent(self, ctx: Ctx, d: dict[str, Any]) -> str | None:
+        account_id = d.get("billing_account_id")
+        if not account_id:
+            return None
+        name = naming.billing_account_display_name(
+            ctx.tenant.tenant_id, account_id, d.get("billing_account_name"), ctx.tenant.settings.naming_policy
+        )
+        rows = ctx.client.query(f"select * from Customer where DisplayName = '{escape_query_value(name)}'")
+        if rows:
+            return str(rows[0]["Id"])
+        rid = naming.request_id(ctx.tenant.tenant_id, f"account:{account_id}", "customer", "create", 0)
+        created = ctx.client.create("Customer", {"DisplayName": name}, request_id=rid)
+        return str(created["Id"])
+
+    # ================================================================ the executor (exactly once)
+    def _execute(
+        self,
+        ctx: Ctx,
+        item: ObjectItem,
+        plan: SlotPlan,
+        doc: dict[str, Any] | None,
+        *,
+        lookup: tuple[str, str | None],
+        extra_forbidden: Iterable[str] = (),
+        on_duplicate_name: bool = False,
+    ) -> dict[str, Any] | None:
+        """Perform ``plan`` for one slot. Returns the QBO entity written (None when nothing was written)."""
+        slot, entity = plan.slot, plan.entity
+        client = ctx.client
+        version = max(int(item.desired_version), 0)
+        synced = (item.qbo or {}).get(slot)
+        intent = item.intent if (item.intent and item.intent.get("slot") == slot) else None
+        if intent and intent.get("op") == "create" and not (synced and synced.get("id")):
+            # The last attempt may have committed: look before creating again.
+            found = self._read_back(client, entity, lookup, intent.get("marker"))
+            if found is not None:
+                synced = self._remember(item, slot, entity, found, intent.get("fingerprint"))
+                count("ReadBackRecovered", entity=entity)
+            self.objects.record_intent(item, None)
+            plan = plan_slot(
+                slot=slot,
+                entity=entity,
+                desired_fp=docs.fingerprint(doc) if doc else None,
+                synced=synced,
+                lifecycle=item.lifecycle,
+                settings=ctx.tenant.settings,
+            )
+        if plan.action in ("none", "skip"):
+            return None
+        if doc is not None:
+            check_payload(entity, doc, [*ctx.forbidden, *extra_forbidden])
+        fp = docs.fingerprint(doc) if doc else None
+        if plan.action == "create":
+            assert doc is not None
+            rid = naming.request_id(item.tenant_id, item.object_key, slot, "create", version)
+            self.objects.record_intent(
+                item,
+                {
+                    "slot": slot,
+                    "op": "create",
+                    "request_id": rid,
+                    "marker": doc.get("PrivateNote") or doc.get("Notes"),
+                    "fingerprint": fp,
+                    "at": datetime.now(UTC).isoformat(),
+                },
+            )
+            try:
+                row = client.create(entity, doc, request_id=rid)
+            except QboFault as fault:
+                if on_duplicate_name and fault.code == "6240":
+                    row = self._resolve_duplicate_name(ctx, item, doc, lookup)
+                else:
+                    raise
+            self._remember(item, slot, entity, row, fp)
+            self.objects.record_intent(item, None)
+            count("QboCreated", entity=entity)
+            return row
+        assert synced is not None
+        if plan.action == "update":
+            assert doc is not None
+            row = self._update_with_retry(client, entity, item, slot, synced, doc, version)
+            self._remember(item, slot, entity, row, fp)
+            count("QboUpdated", entity=entity)
+            return row
+        if plan.action == "void":
+            rid = naming.request_id(item.tenant_id, item.object_key, slot, f"void:{synced['sync_token']}", version)
+            try:
+                row = client.void(entity, synced["id"], synced["sync_token"], request_id=rid)
+            except QboStale:
+                fresh = client.read(entity, synced["id"])
+                row = client.void(entity, fresh["Id"], fresh["SyncToken"], request_id=rid + "r")
+            self._remember(item, slot, entity, row, synced.get("fingerprint"), state="voided")
+            count("QboVoided", entity=entity)
+            return row
+        if plan.action == "delete":
+            rid = naming.request_id(item.tenant_id, item.object_key, slot, f"delete:{synced['sync_token']}", version)
+            try:
+                client.delete(entity, synced["id"], synced["sync_token"], request_id=rid)
+            except QboNotFound:
+                pass  # already gone (an earlier attempt committed, or deleted in QBO)
+            except QboStale:
+                fresh = client.read(entity, synced["id"])
+                client.delete(entity, fresh["Id"], fresh["SyncToken"], request_id=rid + "r")
+            self.objects.record_slot(item, slot, {**synced, "state": "deleted"})
+            count("QboDeleted", entity=entity)
+            return None
+        raise AssertionError(plan.action)
+
+    def _update_with_retry(
+        self,
+        client: QboApi,
+        entity: str,
+        item: ObjectItem,
+        slot: str,
+        synced: dict[str, Any],
+        doc: dict[str, Any],
+        version: int,
+    ) -> dict[str, Any]:
+        token = str(synced["sync_token"])
+        for _ in range(3):
+            rid = naming.request_id(item.tenant_id, item.object_key, slot, f"update:{token}", version)
+            body = {**doc, "Id": synced["id"], "SyncToken": token, "sparse": True}
+            try:
+                return client.update(entity, body, request_id=rid)
+            except QboStale:
+                # Someone (a QBO user, or our own earlier uncertain attempt) changed it: re-read by Id, re-apply.
+                token = str(client.read(entity, synced["id"])["SyncToken"])
+        raise RetryableError("the document kept changing in QuickBooks while updating", qbo_code="5010")
+
+    def _read_back(
+        self, client: QboApi, entity: str, lookup: tuple[str, str | None], marker: str | None
+    ) -> dict[str, Any] | None:
+        field_name, value = lookup
+        if not value:
+            return None
+        rows = client.query(f"select * from {entity} where {field_name} = '{escape_query_value(value)}'")
+        for row in rows:
+            if marker is None or marker in (str(row.get("PrivateNote", "")) + str(row.get("Notes", ""))):
+                return row
+        return None
+
+    def _resolve_duplicate_name(
+        self, ctx: Ctx, item: ObjectItem, doc: dict[str, Any], lookup: tuple[str, str | None]
+    ) -> dict[str, Any]:
+        """6240 on a customer: ours (created earlier, response lost) → adopt it; someone else's → stable suffix."""
+        marker = doc.get("Notes")
+        found = self._read_back(ctx.client, "Customer", lookup, marker)
+        if found is not None:
+            return found
+        d = item.desired or {}
+        alt = naming.customer_display_name(
+            ctx.tenant.settings.naming_policy,
+            ctx.tenant.tenant_id,
+            d.get("patient_id", item.object_key.split(":", 1)[1]),
+            first_name=d.get("first_name"),
+            last_name=d.get("last_name"),
+            consent=bool(d.get("name_consent")),
+            disambiguate=True,
+        )
+        found = self._read_back(ctx.client, "Customer", ("DisplayName", alt), marker)
+        if found is not None:
+            return found
+        rid = naming.request_id(item.tenant_id, item.object_key, "customer", "create-alt", 0)
+        return ctx.client.create("Customer", {**doc, "DisplayName": alt}, request_id=rid)
+
+    def _remember(
+        self,
+        item: ObjectItem,
+        slot: str,
+        entity: str,
+        row: dict[str, Any],
+        fp: str | None,
+        state: str = "active",
+    ) -> dict[str, Any]:
+        info = {
+            "type": entity,
+            "id": str(row["Id"]),
+            "sync_token": str(row.get("SyncToken", "0")),
+            "doc_number": row.get("DocNumber"),
+            "fingerprint": fp,
+            "state": state,
+            "total": row.get("TotalAmt"),
+            "balance": row.get("Balance"),
+            "last_updated": (row.get("MetaData") or {}).get("LastUpdatedTime"),
+        }
+        info = {k: v for k, v in info.items() if v is not None}
+        self.objects.record_slot(item, slot, info)
+        return info
+
+    # ================================================================ outcomes
+    def _outcome_for_error(self, item: ObjectItem, err: QbsyncError) -> Outcome:
+        error = err.to_dict()
+        if err.kind == ErrorKind.WAITING:
+            return Outcome("waiting", err.message, waiting_on=err.details.get("waiting_on"))
+        if err.kind == ErrorKind.RECONNECT:
+            count("SyncHeld")
+            return Outcome("held", "QuickBooks connection needs reconnect", error=error)
+        attempts = int(item.attempts or 0) + 1
+        if err.kind == ErrorKind.RETRYABLE and attempts < MAX_ATTEMPTS:
+            count("SyncRetrying")
+            return Outcome("retrying", err.message, error={**error, "attempts": attempts})
+        count("SyncFailed")
+        if err.kind == ErrorKind.RETRYABLE:
+            error["message"] = f"gave up after {attempts} attempts: {err.message}"
+            error["suggested_fix"] = "QuickBooks kept failing; check its status, then retry from the failure list."
+        return Outcome("failed", err.message, error={**error, "attempts": attempts})
+
+    def _finish(self, item: ObjectItem, version: int, outcome: Outcome) -> None:
+        attempts = int(item.attempts or 0)
+        next_at = None
+        synced = None
+        if outcome.status == "retrying":
+            attempts += 1
+            delay = min(5 * 2 ** (attempts - 1), 900)
+            next_at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat()
+        elif outcome.status == "failed":
+            attempts += 1
+        elif outcome.status in ("synced", "skipped"):
+            attempts = 0
+            synced = {"at": datetime.now(UTC).isoformat(), "slots": sorted((item.qbo or {}).keys())}
+        self.objects.finish(
+            item,
+            status=outcome.status,
+            version=version,
+            reason=outcome.reason,
+            waiting_on=outcome.waiting_on,
+            error=outcome.error,
+            synced=synced,
+            next_attempt_at=next_at,
+            attempts=attempts,
+        )
+        logger().info(
+            "object reconciled",
+            extra={"status": outcome.status, "reason": outcome.reason, "attempts": attempts},
+        )
+        if outcome.status == "failed":
+            self.dlq.send_failure(item, outcome.error or {}, version)
+        if outcome.status == "synced":
+            count("ObjectSynced")
+            for dependent in self.objects.waiting_on(item.tenant_id, item.object_key):
+                self.objects.touch(dependent, reason=f"{item.object_key} synced")
+
+    def _release(self, item: ObjectItem) -> None:
+        """Release a lease taken for a prerequisite (patient) without changing its status."""
+        self.objects.finish(item, status="synced", version=int(item.desired_version))
+        for dependent in self.objects.waiting_on(item.tenant_id, item.object_key):
+            self.objects.touch(dependent, reason=f"{item.object_key} synced")
+
+    # ================================================================ context
+    def _tenant(self, tenant_id: str) -> Tenant | None:
+        hit = self._tenants.get(tenant_id)
+        if hit and time.monotonic() - hit[0] < 30:
+            return hit[1]
+        try:
+            row = TenantItem.get(f"TENANT#{tenant_id}", "TENANT")
+        except TenantItem.DoesNotExist:
+            return None
+        tenant = Tenant.model_validate(
+            {
+                "tenant_id": row.tenant_id,
+                "name": row.name,
+                "status": row.status,
+                "realm_id": row.realm_id,
+                "signing_secret_id": row.signing_secret_id,
+                "callback_url": row.callback_url,
+                "settings": row.settings or {},
+                "mappings": row.mappings or {},
+                "created_at": row.created_at,
+            }
+        )
+        self._tenants[tenant_id] = (time.monotonic(), tenant)
+        return tenant
+
+    def _ctx(self, tenant: Tenant) -> Ctx:
+        if not tenant.realm_id:
+            raise ReconnectNeeded("the tenant has not connected QuickBooks yet", realm_id=None)
+        try:
+            conn = ConnectionItem.get(f"REALM#{tenant.realm_id}", "CONN")
+        except ConnectionItem.DoesNotExist as exc:
+            raise ReconnectNeeded("no QuickBooks connection for the realm", realm_id=tenant.realm_id) from exc
+        if conn.status != "connected":
+            raise ReconnectNeeded(f"QuickBooks connection is {conn.status}", realm_id=tenant.realm_id)
+        client = self._clients.get(tenant.realm_id)
+        if client is None:
+            client = self._clients[tenant.realm_id] = self._client_factory(tenant.realm_id)
+        return Ctx(tenant=tenant, client=client, prefs=docs.CompanyPrefs.from_summary(conn.company or {}))
+
+
+def _service_mapping(m: TenantMappings, code: str, payer: str, modality: str) -> str | None:
+    """Most specific key wins: code|payer|modality, then wildcards, then the bare code."""
+    for key in (
+        f"{code}|{payer}|{modality}",
+        f"{code}|{payer}|*",
+        f"{code}|*|{modality}",
+        f"{code}|*|*",
+        code,
+    ):
+        if key in m.services:
+            return m.services[key]
+    return None
+
+
+def _line_description(code: str, m: TenantMappings) -> str:
+    # The platform's free-text description may carry clinical detail; the QBO line shows the code and item.
+    return f"{code} {m.services.get(code, '')}".strip()
+
+
+def failure_summary(item: ObjectItem) -> dict[str, Any]:
+    return {
+        "tenant_id": item.tenant_id,
+        "object_key": item.object_key,
+        "status": item.status,
+        "reason": item.status_reason,
+        "error": item.last_error,
+        "attempts": item.attempts,
+        "qbo": json.loads(json.dumps(item.qbo or {})),
+    }
