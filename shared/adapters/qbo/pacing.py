@@ -1,0 +1,268 @@
+"""Per-realm pacing of QBO calls, shared by every worker in every container.
+
+QBO allows 500 requests/min, 10 in flight and 40 batch calls/min per realm (qbo-api.md §2). We prevent
+throttling instead of retrying it: ``Pacer.acquire(kind)`` sleeps until a call may start.
+
+Two layers:
+
+* **Ledger table** (the truth, shared across containers), rows under ``pk REALM#{realm}``:
+  - ``sk RATE`` / ``sk RATE#batch``: a GCRA rate limiter (a token bucket kept as one number).
+    ``lock_until`` holds the bucket's "theoretical arrival time" (TAT): the bucket is booked until then.
+    Booking one call is one conditional UpdateItem, no read-modify-write:
+    idle bucket ``SET tat = now + T IF tat < now``, else ``SET tat = tat + T IF now <= tat <= now + tau``.
+    With burst ``b`` and interval ``T = period / (limit - b)``, any window of ``period`` seconds holds at
+    most ``limit`` starts.
+  - ``sk LOCK#inflight#{n}`` for n < max_inflight: leased in-flight slots (conditional put
+    ``IF not exists OR lock_until < now``; conditional delete by owner). A crashed worker's slot frees
+    itself when its lease (the HTTP timeout plus a margin) runs out.
+* **In process**: a per-realm semaphore (threads of one container queue locally instead of polling
+  DynamoDB) and a per-(realm, bucket) lock so one thread at a time books the rate row.
+
+Fairness: every lock, semaphore and row is per realm, and nothing is held across realms, so one
+saturated realm never delays another's calls.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
+
+from shared.adapters import dynamo
+from shared.adapters.dynamo import LockItem
+from shared.adapters.qbo.faults import QboRetryable
+from shared.config import Settings, get_settings
+from shared.observability import logger
+
+Kind = Literal["request", "batch"]
+_CCF = "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class PaceLimits:
+    """Budgets for one realm. ``period_s`` is 60 in production; tests shrink it to run fast."""
+
+    rate_per_period: int
+    max_inflight: int
+    batch_per_period: int
+    period_s: float = 60.0
+    lease_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PaceLimits:
+        return cls(
+            rate_per_period=s.qbo_rate_per_min,
+            max_inflight=s.qbo_max_inflight,
+            batch_per_period=s.qbo_batch_per_min,
+            lease_s=s.qbo_timeout_s + 30.0,
+        )
+
+    def gcra(self, kind: Kind) -> tuple[float, float]:
+        """(interval T, tolerance tau) such that no window of ``period_s`` holds more than the limit."""
+        limit = max(1, self.rate_per_period if kind == "request" else self.batch_per_period)
+        burst = max(1, min(limit // 10, self.max_inflight))
+        spare = limit - burst
+        # 0.1 % margin absorbs clock rounding between containers.
+        interval = (self.period_s / spare if spare > 0 else self.period_s) * 1.001
+        return interval, (burst - 1) * interval
+
+
+class PaceStore(Protocol):
+    """Shared state of the pacer (DynamoDB in production; a fake in unit tests)."""
+
+    def take(self, realm_id: str, bucket: Kind, now: float, interval: float, tolerance: float) -> float:
+        """Book one call. Returns 0.0 when booked, else the seconds to wait before trying again."""
+        ...
+
+    def claim_slot(self, realm_id: str, slots: int, owner: str, now: float, lease_s: float) -> int | None:
+        """Claim a free (or expired) in-flight slot; None when all are held."""
+        ...
+
+    def release_slot(self, realm_id: str, slot: int, owner: str) -> None: ...
+
+
+class DynamoPaceStore:
+    """PaceStore on the ledger table (LockItem rows under ``REALM#{realm}``)."""
+
+    def __init__(self) -> None:
+        dynamo.bind_table()
+
+    @staticmethod
+    def _rate_sk(bucket: Kind) -> str:
+        return "RATE" if bucket == "request" else "RATE#batch"
+
+    def take(self, realm_id: str, bucket: Kind, now: float, interval: float, tolerance: float) -> float:
+        item = LockItem(f"REALM#{realm_id}", self._rate_sk(bucket))
+        tat = LockItem.lock_until
+        try:
+            item.update(
+                actions=[tat.set(now + interval), LockItem.rtype.set("rate")],
+                condition=tat.does_not_exist() | (tat < now),
+            )
+            return 0.0
+        except UpdateError as exc:
+            if exc.cause_response_code != _CCF:
+                raise
+        try:
+            item.update(
+                actions=[tat.set(tat + interval)],
+                condition=(tat >= now) & (tat <= now + tolerance),
+            )
+            return 0.0
+        except UpdateError as exc:
+            if exc.cause_response_code != _CCF:
+                raise
+        # Booked ahead: read how far, to sleep just long enough (the read decides nothing).
+        current = LockItem.get(item.pk, item.sk, consistent_read=True).lock_until or 0.0
+        return max(0.001, float(current) - tolerance - now)
+
+    def claim_slot(self, realm_id: str, slots: int, owner: str, now: float, lease_s: float) -> int | None:
+        pk = f"REALM#{realm_id}"
+        held: set[int] = set()
+        for row in LockItem.query(pk, LockItem.sk.startswith("LOCK#inflight#"), consistent_read=True):
+            if (row.lock_until or 0) >= now:
+                held.add(int(row.sk.rsplit("#", 1)[1]))
+        free = [n for n in range(slots) if n not in held]
+        random.shuffle(free)
+        for n in free:
+            slot = LockItem(
+                pk,
+                f"LOCK#inflight#{n}",
+                rtype="lock",
+                owner=owner,
+                lock_until=now + lease_s,
+                expires_at=int(now + lease_s + 86_400),
+            )
+            try:
+                slot.save(condition=LockItem.pk.does_not_exist() | (LockItem.lock_until < now))
+                return n
+            except PutError as exc:
+                if exc.cause_response_code != _CCF:
+                    raise
+        return None
+
+    def release_slot(self, realm_id: str, slot: int, owner: str) -> None:
+        try:
+            LockItem(f"REALM#{realm_id}", f"LOCK#inflight#{slot}").delete(condition=LockItem.owner == owner)
+        except DeleteError as exc:
+            # Our lease ran out and another worker holds the slot now: it is theirs to release.
+            if exc.cause_response_code != _CCF:
+                raise
+
+
+class Pacer:
+    """Paces one realm's calls. Share one instance per realm per container (``pacer_for``)."""
+
+    def __init__(
+        self,
+        realm_id: str,
+        *,
+        limits: PaceLimits | None = None,
+        store: PaceStore | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait_s: float | None = None,
+    ) -> None:
+        self.realm_id = realm_id
+        self.limits = limits or PaceLimits.from_settings(get_settings())
+        self._store = store or DynamoPaceStore()
+        self._clock = clock
+        self._sleep = sleep
+        self._max_wait_s = max_wait_s
+        self._local_slots = threading.BoundedSemaphore(self.limits.max_inflight)
+        self._bucket_locks: dict[Kind, threading.Lock] = {
+            "request": threading.Lock(),
+            "batch": threading.Lock(),
+        }
+        self.waited_s = 0.0  # total time callers slept here (observability, tests)
+
+    @contextmanager
+    def acquire(self, kind: Kind = "request") -> Iterator[None]:
+        """Block until a ``kind`` call may start within every budget; hold an in-flight slot meanwhile.
+
+        A batch call books both the batch budget and the request budget. Raises QboRetryable only when
+        ``max_wait_s`` was set and exceeded.
+        """
+        started = self._clock()
+        deadline = None if self._max_wait_s is None else started + self._max_wait_s
+        if not self._local_slots.acquire(timeout=None if deadline is None else max(0.0, deadline - started)):
+            raise self._gave_up(kind)
+        owner = uuid.uuid4().hex
+        slot: int | None = None
+        try:
+            slot = self._claim_slot(owner, deadline, kind)
+            # Rate after the slot: the booking must be right before the call starts, or delayed
+            # starts could bunch up inside one window.
+            if kind == "batch":
+                self._book("batch", deadline)
+            self._book("request", deadline)
+            waited = self._clock() - started
+            self.waited_s += waited
+            if waited > 0.05:
+                logger().debug(
+                    "qbo call paced",
+                    extra={"realm_id": self.realm_id, "kind": kind, "ms": int(waited * 1000)},
+                )
+            yield
+        finally:
+            if slot is not None:
+                self._store.release_slot(self.realm_id, slot, owner)
+            self._local_slots.release()
+
+    def _claim_slot(self, owner: str, deadline: float | None, kind: Kind) -> int:
+        backoff = 0.02
+        while True:
+            now = self._clock()
+            slot = self._store.claim_slot(self.realm_id, self.limits.max_inflight, owner, now, self.limits.lease_s)
+            if slot is not None:
+                return slot
+            # Held by other containers: poll with jittered backoff (their calls are short).
+            self._wait(backoff * (0.5 + random.random()), deadline, kind)
+            backoff = min(backoff * 2, 0.25)
+
+    def _book(self, bucket: Kind, deadline: float | None) -> None:
+        interval, tolerance = self.limits.gcra(bucket)
+        with self._bucket_locks[bucket]:
+            while True:
+                wait = self._store.take(self.realm_id, bucket, self._clock(), interval, tolerance)
+                if wait <= 0:
+                    return
+                self._wait(wait, deadline, bucket)
+
+    def _wait(self, seconds: float, deadline: float | None, kind: Kind) -> None:
+        if deadline is not None and self._clock() + seconds > deadline:
+            raise self._gave_up(kind)
+        self._sleep(seconds)
+
+    def _gave_up(self, kind: Kind) -> QboRetryable:
+        return QboRetryable(
+            f"waited longer than {self._max_wait_s:g} s for a QuickBooks {kind} slot",
+            code="paced",
+            uncertain=False,
+        )
+
+
+_pacers: dict[str, Pacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(realm_id: str) -> Pacer:
+    """The container's shared Pacer for a realm (created on first use)."""
+    with _pacers_lock:
+        pacer = _pacers.get(realm_id)
+        if pacer is None:
+            pacer = _pacers[realm_id] = Pacer(realm_id)
+        return pacer
+
+
+def reset_pacers() -> None:
+    """Tests: forget per-container pacers (their limits come from settings)."""
+    with _pacers_lock:
+        _pacers.clear()
