@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from shared.domain.errors import BadRequest, QbsyncError, RequestError
+from shared.domain.problems import problems_from
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -30,10 +34,7 @@ def error_response(err: RequestError) -> dict[str, Any]:
 
 def validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     """A pydantic error as a 400 naming the first offending field (dotted path), with all problems listed."""
-    problems = []
-    for e in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
-        problems.append({"field": loc, "problem": e["msg"]})
+    problems = problems_from(exc, prefix)  # fields as events[3].data.lines[0].unit_price
     first = problems[0] if problems else {"field": prefix or None, "problem": "invalid"}
     return BadRequest(f"{first['field']}: {first['problem']}", field=first["field"], problems=problems)
 
@@ -42,3 +43,43 @@ def internal_error_body(err: Exception) -> dict[str, Any]:
     if isinstance(err, QbsyncError):
         return err.to_dict()
     return {"error": "InternalError", "message": "unexpected error; it has been logged"}
+
+
+def request_headers(event: Mapping[str, Any]) -> dict[str, str]:
+    """An API Gateway proxy event's headers with lower-cased names."""
+    return {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items() if v is not None}
+
+
+def request_body(event: Mapping[str, Any]) -> bytes:
+    """The raw request body bytes (what a signature covers). Raises BadRequest for broken base64."""
+    raw = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return str(raw).encode()
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest("body is not valid base64") from exc
+
+
+def respond(
+    call: Callable[[], tuple[int, Any]],
+    *,
+    on_error: Callable[[RequestError], None] | None = None,
+    on_bug: Callable[[Exception], None] | None = None,
+) -> dict[str, Any]:
+    """Run a request's work; map its outcome to a proxy response.
+
+    A RequestError becomes its own status (reported to ``on_error``); anything else is a bug: 500 with a
+    generic body, reported to ``on_bug`` (which must log without payloads: they may carry PHI).
+    """
+    try:
+        status, body = call()
+    except RequestError as err:
+        if on_error:
+            on_error(err)
+        return error_response(err)
+    except Exception as exc:
+        if on_bug:
+            on_bug(exc)
+        return json_response(500, {"error": "InternalError", "message": "unexpected error; it has been logged"})
+    return json_response(status, body)
