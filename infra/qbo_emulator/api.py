@@ -156,9 +156,7 @@ def dispatch(
         if kind == "cdc":
             return (
                 200,
-                envelope(
-                    emu, cdc(emu, realm, req.args.get("entities", ""), req.args.get("changedSince", ""))
-                ),
+                envelope(emu, cdc(emu, realm, req.args.get("entities", ""), req.args.get("changedSince", ""))),
                 [],
             )
         if kind == "batch":
@@ -183,20 +181,14 @@ def dispatch(
                     400,
                     envelope(
                         emu,
-                        {
-                            "Fault": QboError(
-                                "4001", "Unsupported Operation", "PDF and send are not emulated"
-                            ).fault()
-                        },
+                        {"Fault": QboError("4001", "Unsupported Operation", "PDF and send are not emulated").fault()},
                     ),
                     [],
                 )
             return 200, envelope(emu, {entity: books.read(realm, entity, ident)}), []
         body = _body_json(req)
         if not isinstance(body, dict):
-            raise QboError(
-                "2010", "Request has invalid or unsupported property", "Body must be a JSON object"
-            )
+            raise QboError("2010", "Request has invalid or unsupported property", "Body must be a JSON object")
         result, changes = write(realm, entity, body, req.args.get("operation"), req.args.get("include", ""))
         return 200, envelope(emu, {entity: result}), changes
     except QboError as err:
@@ -236,9 +228,7 @@ def cdc(emu: Emulator, realm: Realm, entities: str, changed_since: str) -> dict[
         raise books.required("changedSince")
     since = parse_datetime(changed_since)
     if since is None:
-        raise QboError(
-            "4000", "Error parsing query", f"changedSince is not an ISO-8601 date: {changed_since}"
-        )
+        raise QboError("4000", "Error parsing query", f"changedSince is not an ISO-8601 date: {changed_since}")
     now = emu.clock.now()
     if now - since.timestamp() > emu.settings.cdc_lookback_days * 86400:
         raise QboError(

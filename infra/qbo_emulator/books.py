@@ -139,8 +139,7 @@ def update(
         applied = ent.applied_to(realm, entity, ident)
         if applied > money(obj["TotalAmt"]):
             raise business(
-                f"The {entity} total ({obj['TotalAmt']}) cannot be less than the payments applied to "
-                f"it ({applied})"
+                f"The {entity} total ({obj['TotalAmt']}) cannot be less than the payments applied to it ({applied})"
             )
     if entity == "Customer" and obj.get("Active") is False and existing.get("Active") is not False:
         for child in realm.objects["Customer"].values():
@@ -177,9 +176,7 @@ def delete(realm: Realm, entity: str, body: dict[str, Any]) -> tuple[dict[str, A
     realm.deleted[(entity, ident)] = tomb
     realm.changed_at[(entity, ident)] = now
     recompute(realm)
-    return {"status": "Deleted", "domain": "QBO", "Id": ident}, [
-        Change(realm.realm_id, entity, ident, "Delete", now)
-    ]
+    return {"status": "Deleted", "domain": "QBO", "Id": ident}, [Change(realm.realm_id, entity, ident, "Delete", now)]
 
 
 def void(
@@ -226,9 +223,7 @@ def void(
         if key in obj:
             obj[key] = zero
     note = obj.get("PrivateNote")
-    obj["PrivateNote"] = (
-        f"Voided - {note}" if note and not str(note).startswith("Voided") else (note or "Voided")
-    )
+    obj["PrivateNote"] = f"Voided - {note}" if note and not str(note).startswith("Voided") else (note or "Voided")
     _commit(realm, entity, obj, existing)
     recompute(realm, skip=(entity, ident))
     return read(realm, entity, ident), [Change(realm.realm_id, entity, ident, "Void", realm.clock.now())]

@@ -16,9 +16,7 @@ class EmulatorControl:
         self._s = requests.Session()
 
     def _call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        resp = self._s.request(
-            method, f"{self.url}/_emulator/{path}", json=body, params=params, timeout=self.timeout
-        )
+        resp = self._s.request(method, f"{self.url}/_emulator/{path}", json=body, params=params, timeout=self.timeout)
         resp.raise_for_status()
         return resp.json() if resp.content else None
 
@@ -62,9 +60,7 @@ class EmulatorControl:
         return self._call("GET", f"realms/{realm_id}/books", params={"include_deleted": int(include_deleted)})
 
     def ui(self, realm_id: str, entity: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call(
-            "POST", f"realms/{realm_id}/ui/{entity.lower()}", {"operation": operation, "body": body}
-        )
+        return self._call("POST", f"realms/{realm_id}/ui/{entity.lower()}", {"operation": operation, "body": body})
 
     def revoke_tokens(self, realm_id: str) -> dict[str, Any]:
         return self._call("POST", f"realms/{realm_id}/tokens/revoke")

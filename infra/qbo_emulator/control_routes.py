@@ -19,7 +19,7 @@ REALM_RE = re.compile(r"^/_emulator/realms/([^/]+)(?:/(.*))?$")
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(dumps(body), status=status, content_type="application/json")
+    return Response(dumps(body, drop_none=False), status=status, content_type="application/json")
 
 
 def _error(message: str, status: int = 400) -> Response:
@@ -77,9 +77,7 @@ def handle_control(emu: Emulator, req: Request) -> Response:
         if path == "/_emulator/health":
             return _json({"ok": True, "url": emu.base_url})
         if path == "/_emulator/apps" and m == "POST":
-            app = emu.oauth.register_app(
-                body["client_id"], body["client_secret"], body.get("redirect_uris", [])
-            )
+            app = emu.oauth.register_app(body["client_id"], body["client_secret"], body.get("redirect_uris", []))
             return _json({"client_id": app.client_id, "redirect_uris": app.redirect_uris})
         if path == "/_emulator/realms" and m == "POST":
             realm = emu.create_realm(
@@ -174,9 +172,7 @@ def _realm_route(emu: Emulator, req: Request, realm_id: str, rest: str, body: An
     if rest == "preferences" and m in ("PUT", "POST", "PATCH"):
         with realm.lock:
             prefs = realm.preferences
-            result, changes = books.update(
-                realm, "Preferences", dict(body, Id="1", SyncToken=prefs["SyncToken"])
-            )
+            result, changes = books.update(realm, "Preferences", dict(body, Id="1", SyncToken=prefs["SyncToken"]))
         emu.webhooks.record(changes)
         return _json(result)
     if rest.startswith("ui/") and m == "POST":
@@ -185,9 +181,7 @@ def _realm_route(emu: Emulator, req: Request, realm_id: str, rest: str, body: An
             return _error(f"unknown entity {rest[3:]}", 404)
         try:
             with realm.lock:
-                result, changes = _ui(
-                    realm, entity, body.get("operation", "create"), dict(body.get("body", {}))
-                )
+                result, changes = _ui(realm, entity, body.get("operation", "create"), dict(body.get("body", {})))
         except QboError as err:
             return _json({"Fault": err.fault()}, err.status)
         emu.webhooks.record(changes)

@@ -203,9 +203,7 @@ def validate_person(realm: Realm, entity: str, obj: dict[str, Any]) -> None:
         QboError: 6080 no name, 6240 duplicate DisplayName, 2500 bad ParentRef, 2210 bad e-mail, 6000 depth.
     """
     if not obj.get("DisplayName"):
-        parts = [
-            obj.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix") if obj.get(k)
-        ]
+        parts = [obj.get(k) for k in ("Title", "GivenName", "MiddleName", "FamilyName", "Suffix") if obj.get(k)]
         name = " ".join(str(p) for p in parts) or obj.get("CompanyName") or obj.get("PrintOnCheckName")
         if not name:
             raise QboError(
@@ -218,11 +216,7 @@ def validate_person(realm: Realm, entity: str, obj: dict[str, Any]) -> None:
     if ":" in obj["DisplayName"]:
         raise business("DisplayName cannot contain a colon (:)")
     _unique_name(realm, PEOPLE, "DisplayName", obj["DisplayName"], obj.get("Id"))
-    email = (
-        obj.get("PrimaryEmailAddr", {}).get("Address")
-        if isinstance(obj.get("PrimaryEmailAddr"), dict)
-        else None
-    )
+    email = obj.get("PrimaryEmailAddr", {}).get("Address") if isinstance(obj.get("PrimaryEmailAddr"), dict) else None
     if email and not EMAIL_RE.match(email):
         raise QboError(
             "2210",
@@ -332,9 +326,7 @@ def validate_sales_lines(realm: Realm, entity: str, obj: dict[str, Any]) -> None
         2500 bad ItemRef/ClassRef/TaxCodeRef, 2020 missing Amount, 2170 unknown DetailType.
     """
     lines = [ln for ln in obj.get("Line", []) if ln.get("DetailType") != "SubTotalLineDetail"]
-    if not any(
-        ln.get("DetailType") in ("SalesItemLineDetail", "GroupLineDetail", "DescriptionOnly") for ln in lines
-    ):
+    if not any(ln.get("DetailType") in ("SalesItemLineDetail", "GroupLineDetail", "DescriptionOnly") for ln in lines):
         raise business("You must add at least one line (Line with SalesItemLineDetail) to the transaction.")
     subtotal = Decimal(0)
     taxable = Decimal(0)
@@ -396,9 +388,7 @@ def validate_sales_lines(realm: Realm, entity: str, obj: dict[str, Any]) -> None
             line["Amount"] = money(line.get("Amount", 0))
             subtotal += line["Amount"]
         else:
-            raise QboError(
-                "2170", "Invalid Enumeration", f"Invalid DetailType: {dtype}", element="Line.DetailType"
-            )
+            raise QboError("2170", "Invalid Enumeration", f"Invalid DetailType: {dtype}", element="Line.DetailType")
     discount = Decimal(0)
     for line in discount_lines:
         det = line.setdefault("DiscountLineDetail", {})
@@ -416,9 +406,7 @@ def validate_sales_lines(realm: Realm, entity: str, obj: dict[str, Any]) -> None
             assert acc is not None
             det["DiscountAccountRef"] = named_ref(acc)
         else:
-            det["DiscountAccountRef"] = named_ref(
-                realm.get("Account", realm.account_id("DiscountsRefundsGiven")) or {}
-            )
+            det["DiscountAccountRef"] = named_ref(realm.get("Account", realm.account_id("DiscountsRefundsGiven")) or {})
         check_class_dept(realm, det, line=True)
         discount += line["Amount"]
     obj["Line"] = lines
@@ -608,14 +596,10 @@ def validate_payment(realm: Realm, obj: dict[str, Any]) -> None:
                     f"TxnID cannot be linked: {ttype} {tid} belongs to a different customer "
                     f"than the payment (CustomerRef {cust['Id']})",
                 )
-            open_amt = money(target["TotalAmt"]) - applied_to(
-                realm, ttype, tid, exclude_payment=obj.get("Id")
-            )
+            open_amt = money(target["TotalAmt"]) - applied_to(realm, ttype, tid, exclude_payment=obj.get("Id"))
             if amount > open_amt:
                 what = "balance" if ttype == "Invoice" else "remaining credit"
-                raise business(
-                    f"The amount applied to {ttype} {tid} ({amount}) exceeds its open {what} ({open_amt})"
-                )
+                raise business(f"The amount applied to {ttype} {tid} ({amount}) exceeds its open {what} ({open_amt})")
             if ttype == "Invoice":
                 inv_total += amount
             else:

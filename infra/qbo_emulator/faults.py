@@ -26,9 +26,7 @@ def throttle_body(now: float, as_xml: bool) -> tuple[str, str]:
     return dumps(
         {
             "Fault": {
-                "Error": [
-                    {"Message": THROTTLE_MESSAGE, "Detail": "The request limit was reached.", "code": "3001"}
-                ],
+                "Error": [{"Message": THROTTLE_MESSAGE, "Detail": "The request limit was reached.", "code": "3001"}],
                 "type": "SERVICE",
             },
             "time": fmt_ts(now, True),

@@ -104,9 +104,7 @@ class OAuthServer:
             if app is None:
                 raise OAuthError("invalid_client", "Unknown client_id")
             if redirect_uri not in app.redirect_uris:
-                raise OAuthError(
-                    "invalid_request", "The redirect_uri does not match a registered redirect URI"
-                )
+                raise OAuthError("invalid_request", "The redirect_uri does not match a registered redirect URI")
             code = "AB" + secrets.token_urlsafe(36)
             self.state.codes[code] = Code(client_id, redirect_uri, realm_id, scope, self.clock.now() + 300)
             return code
@@ -236,8 +234,6 @@ class OAuthServer:
         """Issue a token pair without the browser dance (control API convenience)."""
         with self.lock:
             now = self.clock.now()
-            grant = Grant(
-                "G" + secrets.token_hex(8), client_id, realm_id, "com.intuit.quickbooks.accounting", now
-            )
+            grant = Grant("G" + secrets.token_hex(8), client_id, realm_id, "com.intuit.quickbooks.accounting", now)
             self.state.grants[grant.grant_id] = grant
             return self._issue(grant, now + self.settings.refresh_token_hard_ttl_s, True)

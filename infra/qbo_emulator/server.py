@@ -104,9 +104,7 @@ class Emulator:
             return realm
 
     # ---- logging -----------------------------------------------------------------------------------------
-    def log_request(
-        self, req: Request, realm_id: str | None, kind: str, entity: str | None
-    ) -> dict[str, Any]:
+    def log_request(self, req: Request, realm_id: str | None, kind: str, entity: str | None) -> dict[str, Any]:
         entry = {
             "seq": 0,
             "time": self.clock.now(),

@@ -36,9 +36,7 @@ PEOPLE = ("Customer", "Vendor", "Employee")
 class Settings:
     """Behaviour switches. Where the reference marks a behaviour unverified the default is stricter."""
 
-    requestid_mode: str = (
-        "honored"  # "honored" | "ignored" (reports that requestid does not prevent duplicates)
-    )
+    requestid_mode: str = "honored"  # "honored" | "ignored" (reports that requestid does not prevent duplicates)
     requestid_retention_s: float = 86400.0  # retention window is undocumented
     inactive_names_block: bool = True  # inactive Customer/Vendor/Employee still block a DisplayName (6240)
     batch_sees_own_creates: bool = False  # QBO: an item cannot see objects created earlier in the same batch

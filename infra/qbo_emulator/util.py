@@ -14,9 +14,7 @@ try:
     from zoneinfo import ZoneInfo
 
     PACIFIC: Any = ZoneInfo("America/Los_Angeles")
-except (
-    Exception
-):  # pragma: no cover - tzdata missing; QBO reports Pacific time, a fixed offset is close enough
+except Exception:  # pragma: no cover - tzdata missing; QBO reports Pacific time, a fixed offset is close enough
     from datetime import timezone
 
     PACIFIC = timezone(timedelta(hours=-8))
@@ -70,9 +68,7 @@ class QboError(Exception):
     def fault(self) -> dict[str, Any]:
         """The `Fault` object (without the envelope `time`)."""
         return {
-            "Error": [
-                {"Message": self.message, "Detail": self.detail, "code": self.code, "element": self.element}
-            ],
+            "Error": [{"Message": self.message, "Detail": self.detail, "code": self.code, "element": self.element}],
             "type": self.fault_type,
         }
 
@@ -90,8 +86,7 @@ def invalid_ref(what: str, ident: Any) -> QboError:
     return QboError(
         "2500",
         "Invalid Reference Id",
-        f"Invalid Reference Id : {what} assigned to this "
-        f"transaction has been deleted or is inactive (Id={ident})",
+        f"Invalid Reference Id : {what} assigned to this transaction has been deleted or is inactive (Id={ident})",
     )
 
 
@@ -156,9 +151,7 @@ def parse_date(value: Any, field: str) -> date:
     try:
         return date.fromisoformat(str(value)[:10])
     except ValueError as exc:
-        raise QboError(
-            "2070", "Invalid Date", f"{field} must be in YYYY-MM-DD format", element=field
-        ) from exc
+        raise QboError("2070", "Invalid Date", f"{field} must be in YYYY-MM-DD format", element=field) from exc
 
 
 def money(value: Any, field: str = "Amount") -> Decimal:
@@ -174,21 +167,22 @@ def money(value: Any, field: str = "Amount") -> Decimal:
     try:
         return Decimal(str(value))
     except (InvalidOperation, ValueError) as exc:
-        raise QboError(
-            "2030", "Invalid Number", f"{field}: '{value}' is not a number", element=field
-        ) from exc
+        raise QboError("2030", "Invalid Number", f"{field}: '{value}' is not a number", element=field) from exc
 
 
 def round2(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def to_json_value(obj: Any) -> Any:
-    """Deep-convert Decimals into ints/floats so they serialize as JSON numbers (100.5, not "100.50")."""
+def to_json_value(obj: Any, drop_none: bool = True) -> Any:
+    """Deep-convert Decimals into ints/floats so they serialize as JSON numbers (100.5, not "100.50").
+
+    QBO omits properties without a value, hence `drop_none`.
+    """
     if isinstance(obj, dict):
-        return {k: to_json_value(v) for k, v in obj.items() if v is not None}
+        return {k: to_json_value(v, drop_none) for k, v in obj.items() if v is not None or not drop_none}
     if isinstance(obj, list):
-        return [to_json_value(v) for v in obj]
+        return [to_json_value(v, drop_none) for v in obj]
     if isinstance(obj, Decimal):
         if obj == obj.to_integral_value():
             return int(obj)
@@ -196,8 +190,8 @@ def to_json_value(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(to_json_value(obj), separators=(",", ":"))
+def dumps(obj: Any, drop_none: bool = True) -> str:
+    return json.dumps(to_json_value(obj, drop_none), separators=(",", ":"))
 
 
 def loads(text: str | bytes) -> Any:

@@ -147,9 +147,7 @@ class WebhookDispatcher:
     def record(self, changes: list[Change]) -> None:
         with self._cond:
             for ch in changes:
-                ev = Event(
-                    str(uuid.uuid4()), ch.realm_id, ch.entity, ch.id, ch.operation, ch.ts, ch.deleted_id
-                )
+                ev = Event(str(uuid.uuid4()), ch.realm_id, ch.entity, ch.id, ch.operation, ch.ts, ch.deleted_id)
                 self.events.append(ev)
                 # enabled=false: the change is recorded but never sent (simulates lost notifications).
                 if self.config.enabled and self.config.url:
