@@ -254,9 +254,7 @@ def _create_table(ddb: Any, spec: TableSpec) -> dict[str, Any]:
         gsis = []
         for index in spec.global_indexes:
             gsi = {
-                k: v
-                for k, v in index.items()
-                if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+                k: v for k, v in index.items() if k in ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
             }
             if provisioned:
                 gsi.setdefault("ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})

@@ -83,7 +83,9 @@ class Gateway:
         self._server = make_server("127.0.0.1", port, self._wsgi, threaded=True)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-gateway", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="local-gateway", daemon=True
+        )
         self._thread.start()
         return self
 

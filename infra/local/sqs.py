@@ -9,11 +9,11 @@ visibility timeout, and the queue's own redrive policy moves them to its DLQ aft
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from infra.local.filters import matches_any, sqs_filter_view
+from infra.local.loop import PollingLoop
 from infra.local.runtime import Runtime
 from infra.local.template import EventSourceSpec
 
@@ -26,7 +26,7 @@ _COUNT_ATTRS = [
 ]
 
 
-class QueuePoller:
+class QueuePoller(PollingLoop):
     def __init__(
         self,
         spec: EventSourceSpec,
@@ -38,6 +38,7 @@ class QueuePoller:
         region: str,
         poll_interval_s: float = 0.1,
     ) -> None:
+        super().__init__()
         self.spec = spec
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -46,42 +47,16 @@ class QueuePoller:
         self.region = region
         self.poll_interval_s = poll_interval_s
         self.name = spec.logical_id
-        self.idle_streak = 0
-        self.cycles = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> QueuePoller:
-        self._thread = threading.Thread(target=self._run, name=f"sqs-{self.name}", daemon=True)
-        self._thread.start()
+        self.start_loop()
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.poll_once()
-            except Exception:
-                log.exception("queue poller %s failed; retrying", self.name)
-                busy = True
-                self._stop.wait(0.5)
-            self.idle_streak = 0 if busy else self.idle_streak + 1
-            self.cycles += 1
-            if not busy:
-                self._stop.wait(self.poll_interval_s)
 
     def poll_once(self) -> bool:
         """Receive and deliver one batch; True while the queue holds messages (visible/in flight/delayed)."""
         messages = self._receive()
         if not messages:
-            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=_COUNT_ATTRS)[
-                "Attributes"
-            ]
+            attrs = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=_COUNT_ATTRS)["Attributes"]
             return any(int(attrs.get(a, 0)) for a in _COUNT_ATTRS)
         records = [self.lambda_record(m) for m in messages]
         keep = [r for r in records if matches_any(self.spec.filters, sqs_filter_view(r))]

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,9 @@ class LocalStack:
         """
         self._stopped = False
         _LIVE.add(self)
+        werkzeug_log = logging.getLogger("werkzeug")
+        if werkzeug_log.level == logging.NOTSET:
+            werkzeug_log.setLevel(logging.WARNING)  # one access-log line per emulated AWS call is noise
         _install_exit_handlers()
         try:
             self._start()
@@ -118,11 +121,7 @@ class LocalStack:
             log.info("DynamoDB Local %s ready in %.1fs", jar, self._ddb.startup_s)
         else:
             self.ddb_backend = "moto"
-            why = (
-                "disabled"
-                if not self.use_ddb_local
-                else "Java or DynamoDBLocal.jar not found (make ddb-local)"
-            )
+            why = "disabled" if not self.use_ddb_local else "Java or DynamoDBLocal.jar not found (make ddb-local)"
             log.warning(
                 "DynamoDB Local %s: moto serves DynamoDB (no TTL expiry; no-op writes emit stream records)",
                 why,
@@ -286,6 +285,17 @@ class LocalStack:
             os.environ[key] = value
             self.env[key] = value
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[LocalStack]:
+        """Hold every poller between cycles (e.g. to write several records that must form one batch)."""
+        for poller in self.pollers:
+            poller.pause()
+        try:
+            yield self
+        finally:
+            for poller in self.pollers:
+                poller.resume()
+
     def invoke(self, function_logical_id: str, event: Any) -> Any:
         """Invoke a function synchronously (RequestResponse); re-raises the handler's exception."""
         assert self.runtime, "start() first"
@@ -337,9 +347,7 @@ class LocalStack:
             if time.monotonic() > deadline:
                 busy = [p.name for p in self.pollers if p.idle_streak < settle_polls]
                 inflight = self.runtime.inflight
-                raise TimeoutError(
-                    f"local stack not idle after {timeout}s: busy pollers {busy}, in flight {inflight}"
-                )
+                raise TimeoutError(f"local stack not idle after {timeout}s: busy pollers {busy}, in flight {inflight}")
             time.sleep(0.02)
 
     def _quiet(self, settle_polls: int) -> bool:

@@ -22,7 +22,6 @@ import base64
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from infra.local.filters import matches_any
+from infra.local.loop import PollingLoop
 from infra.local.runtime import Runtime
 from infra.local.template import EventSourceSpec
 
@@ -67,7 +67,7 @@ class _Shard:
         return self.reading_done and not self.buffer
 
 
-class StreamPoller:
+class StreamPoller(PollingLoop):
     def __init__(
         self,
         spec: EventSourceSpec,
@@ -80,6 +80,7 @@ class StreamPoller:
         region: str,
         poll_interval_s: float = 0.1,
     ) -> None:
+        super().__init__()
         self.spec = spec
         self.stream_arn = stream_arn
         self.streams = streams_client
@@ -90,38 +91,14 @@ class StreamPoller:
         self.poll_interval_s = poll_interval_s
         self.name = spec.logical_id
         self.shards: dict[str, _Shard] = {}
-        self.idle_streak = 0
-        self.cycles = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_refresh = 0.0
         self._first_refresh = True
 
     # lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> StreamPoller:
         self._refresh_shards()  # take LATEST positions now, not when the thread first runs
-        self._thread = threading.Thread(target=self._run, name=f"stream-{self.name}", daemon=True)
-        self._thread.start()
+        self.start_loop()
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.poll_once()
-            except Exception:
-                log.exception("stream poller %s failed; retrying", self.name)
-                busy = True
-                self._stop.wait(0.5)
-            self.idle_streak = 0 if busy else self.idle_streak + 1
-            self.cycles += 1
-            if not busy:
-                self._stop.wait(self.poll_interval_s)
 
     # one polling cycle ------------------------------------------------------------------------------------
     def poll_once(self) -> bool:
@@ -322,9 +299,7 @@ class StreamPoller:
                 "shardId": shard.shard_id,
                 "startSequenceNumber": first["SequenceNumber"],
                 "endSequenceNumber": last["SequenceNumber"],
-                "approximateArrivalOfFirstRecord": _iso(
-                    first.get("ApproximateCreationDateTime", time.time())
-                ),
+                "approximateArrivalOfFirstRecord": _iso(first.get("ApproximateCreationDateTime", time.time())),
                 "approximateArrivalOfLastRecord": _iso(last.get("ApproximateCreationDateTime", time.time())),
                 "batchSize": len(batch),
                 "streamArn": self.stream_arn,
@@ -335,9 +310,7 @@ class StreamPoller:
             self.runtime.stats.add("on_failure", self.name)
             log.info("stream %s: %d record(s) sent to the on-failure destination", self.name, len(batch))
         else:
-            log.warning(
-                "stream %s: retries exhausted, %d record(s) discarded (no OnFailure)", self.name, len(batch)
-            )
+            log.warning("stream %s: retries exhausted, %d record(s) discarded (no OnFailure)", self.name, len(batch))
 
 
 def _iso(epoch: float) -> str:

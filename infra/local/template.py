@@ -329,9 +329,7 @@ def _table(logical_id: str, props: dict[str, Any]) -> TableSpec:
         logical_id=logical_id,
         key_schema=props["KeySchema"],
         attribute_definitions=props.get("AttributeDefinitions", []),
-        billing_mode=props.get(
-            "BillingMode", "PROVISIONED" if "ProvisionedThroughput" in props else "PAY_PER_REQUEST"
-        ),
+        billing_mode=props.get("BillingMode", "PROVISIONED" if "ProvisionedThroughput" in props else "PAY_PER_REQUEST"),
         global_indexes=copy.deepcopy(props.get("GlobalSecondaryIndexes", [])),
         local_indexes=copy.deepcopy(props.get("LocalSecondaryIndexes", [])),
         stream_view_type=stream.get("StreamViewType"),
