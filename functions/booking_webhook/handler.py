@@ -53,6 +53,7 @@ def _rejected(err: RequestError) -> None:
 
 def _bug(exc: Exception) -> None:
     # Type and stack only: an exception's message could echo a payload, and payloads may carry PHI.
+    count("RequestsFailed")
     log.error(
         "unhandled error", extra={"error_type": type(exc).__name__, "stack": traceback.format_tb(exc.__traceback__)}
     )
