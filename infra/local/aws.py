@@ -65,10 +65,20 @@ class MotoServer:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._server.start()
         self.url = f"http://127.0.0.1:{port}"
+        self.reset()
         return self
+
+    def reset(self) -> None:
+        """Wipe every emulated resource. moto's backends live in this process and outlive a server, so a
+        new stack starts (and a stopped one ends) from a clean slate."""
+        import requests
+
+        requests.post(f"{self.url}/moto-api/reset", timeout=10)
 
     def stop(self) -> None:
         if self._server is not None:
+            with contextlib.suppress(Exception):
+                self.reset()
             with contextlib.suppress(Exception):
                 self._server.stop()
             self._server = None

@@ -102,7 +102,9 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        t0 = time.monotonic()
         self.model = load_template(self.template_path, self.parameters, self.region)
+        t_template = time.monotonic()
         jar = find_ddb_local_jar(self.model.root) if self.use_ddb_local else None
         if jar is not None:
             try:
@@ -126,8 +128,10 @@ class LocalStack:
                 "DynamoDB Local %s: moto serves DynamoDB (no TTL expiry; no-op writes emit stream records)",
                 why,
             )
+        t_emulators = time.monotonic()
         self.resolver = Resolver(self.model, self.region, ACCOUNT_ID)
         created = create_resources(self.model, self.resolver, ddb_url, self._moto.url, self.region)
+        t_resources = time.monotonic()
         self.urls = {"aws": self._moto.url, "dynamodb": ddb_url, "dynamodbstreams": ddb_url}
         self._apply_env(ddb_url)
         self.runtime = Runtime(self.model.functions, self.region, ACCOUNT_ID)
@@ -141,6 +145,14 @@ class LocalStack:
             interval_override_s=self.schedule_interval_override_s,
             enabled=self.schedules_enabled,
         ).start()
+        log.info(
+            "local stack ready in %.1fs (template %.1fs, emulators %.1fs, resources %.1fs, the rest %.1fs)",
+            time.monotonic() - t0,
+            t_template - t0,
+            t_emulators - t_template,
+            t_resources - t_emulators,
+            time.monotonic() - t_resources,
+        )
 
     def stop(self) -> None:
         """Stop every thread and server and the Java process, restore the environment. Idempotent."""
