@@ -10,7 +10,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import books, faults
 from .store import BY_LOWER
-from .util import QboError, dumps, loads
+from .util import QboError, dumps
 
 if TYPE_CHECKING:
     from .server import Emulator
@@ -65,7 +65,8 @@ def compute_stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def handle_control(emu: Emulator, req: Request) -> Response:
     try:
-        body = loads(req.get_data()) if req.get_data() else {}
+        # Plain floats here: control values are settings/seconds, not money (ui bodies go through money()).
+        body = json.loads(req.get_data()) if req.get_data() else {}
     except ValueError:
         return _error("body is not JSON")
     path = req.path.rstrip("/")
@@ -214,4 +215,4 @@ def _ui(realm: Any, entity: str, operation: str, body: dict[str, Any]) -> tuple[
     raise QboError("4001", "Unsupported Operation", f"ui operation {operation}")
 
 
-__all__ = ["compute_stats", "handle_control", "json"]
+__all__ = ["compute_stats", "handle_control"]

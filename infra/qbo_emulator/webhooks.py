@@ -190,7 +190,13 @@ class WebhookDispatcher:
                     batch = self._pending[: cfg.max_events_per_post]
                     generation = self._generation
                 if batch:
-                    self._deliver(batch, cfg, generation)
+                    try:
+                        self._deliver(batch, cfg, generation)
+                    except Exception as exc:  # a bad setting must not kill the sender thread
+                        with self._cond:
+                            self.deliveries.append(
+                                {"attempt": 0, "status": None, "error": repr(exc), "event_ids": [e.id for e in batch]}
+                            )
                 with self._cond:
                     if generation == self._generation:
                         del self._pending[: len(batch)]

@@ -141,7 +141,7 @@ def test_python_quickbooks_end_to_end(
     cust.GivenName = "Ada"
     cust = cust.save(qb=qb)
     assert cust.Id and cust.SyncToken == "0"
-    income = [a for a in ctl.books(REALM)["Account"] if a["AccountSubType"] == "ServiceFeeIncome"][0]
+    income = next(a for a in ctl.books(REALM)["Account"] if a["AccountSubType"] == "ServiceFeeIncome")
     item = Item()
     item.Name = "Consultation 60 min"
     item.Type = "Service"
