@@ -1,0 +1,150 @@
+"""Stream poller logic against a fake DynamoDB Streams client: shard rollover, ordering, on-failure shape."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from infra.local.runtime import Runtime
+from infra.local.streams import StreamPoller
+from infra.local.template import EventSourceSpec
+
+ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/1"
+
+
+class _Missing(Exception):
+    pass
+
+
+class FakeStreams:
+    """Shard ``parent`` (closed) then its child ``child`` (open), as after a DynamoDB shard rollover."""
+
+    exceptions = SimpleNamespace(
+        ResourceNotFoundException=_Missing, TrimmedDataAccessException=_Missing, ExpiredIteratorException=_Missing
+    )
+
+    def __init__(self) -> None:
+        self.records = {"parent": [self._rec(1, "p1"), self._rec(2, "p2")], "child": [self._rec(3, "c1")]}
+        self.closed = {"parent"}
+
+    @staticmethod
+    def _rec(seq: int, key: str) -> dict[str, Any]:
+        return {
+            "eventID": key,
+            "eventName": "INSERT",
+            "dynamodb": {
+                "ApproximateCreationDateTime": datetime(2026, 1, 1, tzinfo=UTC),
+                "Keys": {"pk": {"S": key}},
+                "NewImage": {"pk": {"S": key}, "blob": {"B": b"\x01"}},
+                "SequenceNumber": str(seq),
+                "SizeBytes": 10,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            },
+        }
+
+    def describe_stream(self, **_: Any) -> dict[str, Any]:
+        # Listed child first on purpose: the poller must still finish the parent first.
+        return {
+            "StreamDescription": {
+                "Shards": [
+                    {
+                        "ShardId": "child",
+                        "ParentShardId": "parent",
+                        "SequenceNumberRange": {"StartingSequenceNumber": "3"},
+                    },
+                    {
+                        "ShardId": "parent",
+                        "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "2"},
+                    },
+                ]
+            }
+        }
+
+    def get_shard_iterator(self, ShardId: str, ShardIteratorType: str, **_: Any) -> dict[str, Any]:
+        assert ShardIteratorType == "TRIM_HORIZON"
+        return {"ShardIterator": f"{ShardId}:0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        shard, pos = ShardIterator.split(":")
+        records = self.records[shard][int(pos) :]
+        end = len(self.records[shard])
+        nxt = None if shard in self.closed else f"{shard}:{end}"
+        return {"Records": records, "NextShardIterator": nxt}
+
+
+class FakeSqs:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:
+        self.sent.append(json.loads(MessageBody))
+
+
+def make_poller(fail_keys: set[str], **spec_kw: Any) -> tuple[StreamPoller, list[list[str]], FakeSqs]:
+    spec = EventSourceSpec(
+        logical_id="Esm", function_id="Fn", source_kind="dynamodb", source_id="T", batch_size=10, **spec_kw
+    )
+    runtime = Runtime({}, "us-east-1", "123456789012")
+    batches: list[list[str]] = []
+
+    def invoke(function_id: str, event: dict[str, Any]) -> Any:
+        keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]]
+        batches.append(keys)
+        if fail_keys.intersection(keys):
+            raise RuntimeError("boom")
+        return {"batchItemFailures": []}
+
+    runtime.invoke = invoke  # type: ignore[method-assign]
+    sqs = FakeSqs()
+    poller = StreamPoller(
+        spec, ARN, streams_client=FakeStreams(), sqs_client=sqs, on_failure_url="q", runtime=runtime, region="us-east-1"
+    )
+    poller._refresh_shards()  # what start() does, without the thread
+    return poller, batches, sqs
+
+
+def test_parent_shard_is_finished_before_its_child() -> None:
+    poller, batches, _ = make_poller(set())
+    for _ in range(5):
+        poller.poll_once()
+
+    assert batches == [["p1", "p2"], ["c1"]]
+    assert poller.shards["parent"].done and poller.shards["child"].checkpoint == "3"
+
+
+def test_records_have_lambda_shape_with_base64_binary_and_epoch_time() -> None:
+    poller, _, _ = make_poller(set())
+    seen: list[dict[str, Any]] = []
+    poller.runtime.invoke = lambda fn, event: seen.extend(event["Records"])  # type: ignore[method-assign]
+    poller.poll_once()
+
+    rec = seen[0]
+    assert rec["eventSourceARN"] == ARN and rec["eventSource"] == "aws:dynamodb"
+    assert rec["dynamodb"]["NewImage"]["blob"] == {"B": "AQ=="}
+    assert rec["dynamodb"]["ApproximateCreationDateTime"] == int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+
+
+def test_exhausted_retries_send_lambdas_on_failure_record_and_move_on() -> None:
+    poller, batches, sqs = make_poller({"p2"}, maximum_retry_attempts=0, bisect_on_error=True)
+    for _ in range(10):
+        poller.poll_once()
+        for shard in poller.shards.values():
+            shard.retry_at = 0.0  # skip the backoff
+
+    # [p1,p2] fails -> bisect -> [p1] ok, [p2] fails with no retries left -> on-failure; then the child.
+    assert batches == [["p1", "p2"], ["p1"], ["p2"], ["c1"]]
+    (info,) = sqs.sent
+    batch_info = info["DDBStreamBatchInfo"]
+    assert batch_info == {
+        "shardId": "parent",
+        "startSequenceNumber": "2",
+        "endSequenceNumber": "2",
+        "approximateArrivalOfFirstRecord": "2026-01-01T00:00:00.000Z",
+        "approximateArrivalOfLastRecord": "2026-01-01T00:00:00.000Z",
+        "batchSize": 1,
+        "streamArn": ARN,
+    }
+    assert info["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert set(info) == {"requestContext", "responseContext", "version", "timestamp", "DDBStreamBatchInfo"}
