@@ -100,7 +100,7 @@ class DynamoDBLocal:
     """DynamoDB Local as a child process, stopped by :meth:`stop` (and by the kernel if we die first)."""
 
     def __init__(self, jar: Path) -> None:
-        self.jar = jar
+        self.jar = jar.resolve()  # Java runs with cwd=the jar directory
         self.url = ""
         self.startup_s = 0.0
         self.proc: subprocess.Popen[bytes] | None = None
