@@ -108,7 +108,8 @@ def handle_api(emu: Emulator, req: Request, realm_id: str, parts: list[str]) -> 
             text = dumps(body)
             if honor and status < 500:
                 realm.requestids[request_id or ""] = (now, status, text)
-            drop = kind in ("write", "batch") and status == 200 and faults.should_drop(f, entity)
+            writes = kind == "write" or (kind == "batch" and _batch_writes(req))
+            drop = writes and status == 200 and faults.should_drop(f, entity)
         emu.webhooks.record(changes)
         if drop:
             entry["dropped"] = True
@@ -141,6 +142,15 @@ def _body_json(req: Request) -> Any:
             "Request has invalid or unsupported property",
             f"Unable to parse the request body as JSON: {exc}",
         ) from exc
+
+
+def _batch_writes(req: Request) -> bool:
+    """A batch that only queries commits nothing, so commit-then-drop does not apply to it."""
+    try:
+        items = (req.get_json(silent=True) or {}).get("BatchItemRequest", [])
+    except (AttributeError, TypeError):
+        return True
+    return any("Query" not in item for item in items)
 
 
 def dispatch(

@@ -1,0 +1,185 @@
+"""Sync engine against the QBO emulator: invoices exactly once, in any order, with faults."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import boto3
+import pytest
+
+from infra.demo.scenario import pt_week
+from infra.qbo_emulator import EmulatorServer
+from infra.qbo_emulator.control import EmulatorControl
+from shared.adapters.qbo import pacing
+from shared.services.sweeps import retry_sweep
+from tests.sync_harness import SyncHarness, money
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorControl]:
+    server = EmulatorServer(port=0).start()
+    try:
+        yield EmulatorControl(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
+    emulator.reset()
+    monkeypatch.setenv("QBO_BASE_URL", emulator.url)
+    monkeypatch.setenv("QBO_TIMEOUT_S", "2")
+    from shared.config import reset_settings_cache
+
+    reset_settings_cache()
+    pacing.reset_pacers()
+    realm = emulator.create_realm(company_name="Harness PT")["realm_id"]
+    h = SyncHarness(emulator, realm)
+    h.setup_company()
+    return h
+
+
+def _books_summary(h: SyncHarness) -> dict[str, tuple[str, Decimal]]:
+    """DocNumber -> (customer id, total) of every active invoice."""
+    return {inv["DocNumber"]: (inv["CustomerRef"]["value"], money(inv["TotalAmt"])) for inv in h.invoices()}
+
+
+def test_fifty_appointments_become_exactly_the_expected_invoices(harness: SyncHarness) -> None:
+    sc = pt_week(harness.tenant_id, appointments=50, patients=12)
+    harness.store(sc.events)
+    harness.drain()
+
+    invoices = harness.invoices()
+    assert len(invoices) == len(sc.invoiced) == 50
+    assert sum(money(i["TotalAmt"]) for i in invoices) == sc.total
+    books = harness.control.books(harness.realm_id)
+    classes = {c["Id"]: c["Name"] for c in books["Class"]}
+    departments = {d["Id"]: d["Name"] for d in books["Department"]}
+    by_class: dict[str, Decimal] = {}
+    by_dept: dict[str, Decimal] = {}
+    for inv in invoices:
+        by_class[classes[inv["ClassRef"]["value"]]] = by_class.get(classes[inv["ClassRef"]["value"]], 0) + money(
+            inv["TotalAmt"]
+        )
+        dept = departments[inv["DepartmentRef"]["value"]]
+        by_dept[dept] = by_dept.get(dept, 0) + money(inv["TotalAmt"])
+    names = {
+        "prov-a": "Dr. Adams",
+        "prov-b": "Dr. Baker",
+        "prov-c": "Dr. Chen",
+        "loc-1": "Downtown",
+        "loc-2": "Northside",
+    }
+    assert by_class == {names[p]: v for p, v in sc.by_provider.items()}
+    assert by_dept == {names[loc]: v for loc, v in sc.by_location.items()}
+    # One customer per patient seen, redacted names only.
+    customers = books["Customer"]
+    assert len(customers) == len({e["data"]["patient_id"] for e in sc.events if e["type"] == "appointment.completed"})
+    assert all(c["DisplayName"].startswith("Patient ") for c in customers)
+    assert {o.status for o in harness.objects()} == {"synced"}
+
+
+def _expected(h: SyncHarness, seed: int) -> tuple[dict[str, tuple[str, Decimal]], list[dict]]:
+    sc = pt_week(h.tenant_id, appointments=20, patients=6, seed=seed)
+    h.store(sc.events)
+    h.drain()
+    return _books_summary(h), sc.events
+
+
+@pytest.mark.parametrize("order", ["duplicated", "reversed", "random"])
+def test_delivery_order_and_duplicates_do_not_change_the_books(
+    harness: SyncHarness, emulator: EmulatorControl, order: str
+) -> None:
+    sc = pt_week(harness.tenant_id, appointments=20, patients=6, seed=11)
+    events = list(sc.events)
+    if order == "duplicated":
+        events = [e for e in events for _ in (0, 1)]
+    elif order == "reversed":
+        events.reverse()
+    else:
+        random.Random(3).shuffle(events)
+    harness.store(events)
+    harness.drain(shuffle=random.Random(5))
+    invoices = harness.invoices()
+    assert len(invoices) == len(sc.invoiced)
+    assert len({i["DocNumber"] for i in invoices}) == len(invoices)
+    assert sum(money(i["TotalAmt"]) for i in invoices) == sc.total
+    assert len(emulator.books(harness.realm_id)["Customer"]) == len(
+        {e["data"]["patient_id"] for e in sc.events if e["type"] == "appointment.completed"}
+    )
+
+
+def test_commit_then_drop_on_every_write_in_turn_creates_no_duplicates(
+    harness: SyncHarness, emulator: EmulatorControl
+) -> None:
+    sc = pt_week(harness.tenant_id, appointments=8, patients=3, seed=5)
+    harness.store(sc.events)
+    # Before every reconcile step the next write is armed to commit in QBO and lose its response
+    # (connection reset), so every customer and invoice create is dropped once before it is confirmed.
+    # The engine must read back instead of creating a second customer or invoice.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for _ in range(200):
+        dirty = [o for o in harness.objects() if o.dirty]
+        if not dirty:
+            if not any(retry_sweep(now=later).values()):
+                break
+            continue
+        emulator.set_faults(harness.realm_id, commit_then_drop={"next": 1})
+        harness.service.reconcile(dirty[0].tenant_id, dirty[0].object_key)
+    emulator.clear_faults(harness.realm_id)
+
+    creates = len(sc.invoiced) + len(
+        {e["data"]["patient_id"] for e in sc.events if e["type"] == "appointment.completed"}
+    )
+    assert emulator.stats(harness.realm_id)["dropped"] >= creates
+    invoices = harness.invoices()
+    assert len(invoices) == len(sc.invoiced)
+    assert len({i["DocNumber"] for i in invoices}) == len(invoices)
+    assert sum(money(i["TotalAmt"]) for i in invoices) == sc.total
+    customers = emulator.books(harness.realm_id)["Customer"]
+    assert len(customers) == creates - len(sc.invoiced)
+    assert {o.status for o in harness.objects()} == {"synced"}
+
+
+def test_missing_mapping_is_a_visible_failure_with_a_fix_and_retry_syncs_it(
+    harness: SyncHarness, moto_aws: dict[str, str]
+) -> None:
+    harness.put_tenant(mappings={"services": {"97110": "Therapeutic Exercise"}})
+    sc = pt_week(harness.tenant_id, appointments=1, patients=1, seed=2, phi=False)
+    appt = next(e for e in sc.events if e["type"] == "appointment.completed")
+    appt["data"]["lines"] = [{"service_code": "97999", "units": 1, "unit_price": "40.00"}]
+    harness.store([e for e in sc.events if e["type"] != "appointment.completed"] + [appt])
+    harness.drain()
+    failed = harness.objects("failed")
+    assert len(failed) == 1
+    err = failed[0].last_error
+    assert (
+        err["kind"] == "permanent"
+        and "97999" in err["message"]
+        and "qbsync mappings set services 97999" in err["suggested_fix"]
+    )
+    msgs = boto3.client("sqs").receive_message(QueueUrl=moto_aws["DLQ_URL"], MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(msgs[0]["Body"])
+    assert body["object_key"] == "appointment:appt-0001" and body["error"]["suggested_fix"]
+    assert harness.invoices() == []
+
+    harness.put_tenant(mappings={"services": {"97110": "Therapeutic Exercise", "97999": "Manual Therapy"}})
+    harness.service.objects.touch(failed[0], reason="retry after mapping fix")
+    harness.drain()
+    assert [money(i["TotalAmt"]) for i in harness.invoices()] == [Decimal("40.00")]
+
+
+def test_no_phi_reaches_quickbooks(harness: SyncHarness, emulator: EmulatorControl) -> None:
+    sc = pt_week(harness.tenant_id, appointments=10, patients=4, seed=9, phi=True)
+    harness.store(sc.events)
+    harness.drain()
+    sent = json.dumps(emulator.requests(harness.realm_id))
+    for p in sc.patients.values():
+        for field in ("first_name", "last_name", "email", "date_of_birth", "insurance_member_id"):
+            assert p[field] not in sent, field
+    for needle in ("M54.5", "M25.561", "knee rehab", "less pain"):
+        assert needle not in sent
