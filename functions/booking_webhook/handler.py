@@ -1,7 +1,4 @@
-"""``POST /v1/events`` (verify → validate → store → 202) and ``GET /v1/openapi.json``. Glue only.
-
-No QBO client, OAuth library or HTTP client is imported here: the request path never calls QuickBooks.
-"""
+"""``POST /v1/events`` (verify → validate → store → 202), ``GET /v1/openapi.json``. Glue; never calls QBO."""
 
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ log = logger()
 
 @lru_cache(maxsize=1)
 def service() -> IngestService:
-    """One service per container: clients, tenant and secret caches are reused across invocations."""
+    # One per container: clients and the tenant / secret caches are reused across invocations.
     s = get_settings()
     keys = SigningKeyring(TenantRepository())
     return IngestService(keys, EventStore(), max_body_bytes=s.max_body_bytes, tolerance_s=s.signature_tolerance_s)

@@ -1,0 +1,70 @@
+"""``python -m bench [--only NAME ...] [--events N] [--quick] [--list]``: run benchmarks, print, save JSON."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import MODULES, REGISTRY, Options
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", nargs="*", default=None, help="benchmark names (default: all)")
+    parser.add_argument("--events", type=int, default=10_000, help="events for throughput benchmarks")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats/events, for a smoke run")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    for module in MODULES:
+        importlib.import_module(module)
+    if args.list:
+        for b in REGISTRY.values():
+            print(f"{b.name:24} {b.group:10} {b.summary}")
+        return 0
+    opts = Options(events=1_000 if args.quick else args.events, repeats=3 if args.quick else 5, quick=args.quick)
+    selected = [b for b in REGISTRY.values() if args.only is None or b.name in args.only]
+    by_group: dict[str, dict[str, Any]] = defaultdict(dict)
+    rows: list[tuple[str, str, str]] = []
+    for b in selected:
+        print(f"running {b.name} ...", file=sys.stderr, flush=True)
+        figures = b.run(opts)
+        by_group[b.group][b.name] = {"summary": b.summary, **figures}
+        rows.extend((b.name, k, _fmt(v)) for k, v in figures.items() if not isinstance(v, dict | list))
+    RESULTS.mkdir(exist_ok=True)
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    for group, results in by_group.items():
+        path = RESULTS / f"{group}.json"
+        path.write_text(json.dumps({"meta": meta, "options": vars(opts), **results}, indent=2, default=str) + "\n")
+        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}", file=sys.stderr)
+    _table(rows)
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:,.3f}" if isinstance(v, float) else str(v)
+
+
+def _table(rows: list[tuple[str, str, str]]) -> None:
+    widths = [max(len(r[i]) for r in [("benchmark", "metric", "value"), *rows]) for i in range(3)]
+    line = "  ".join("-" * w for w in widths)
+    print("  ".join(h.ljust(w) for h, w in zip(("benchmark", "metric", "value"), widths, strict=True)))
+    print(line)
+    for r in rows:
+        print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
