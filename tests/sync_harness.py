@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from infra.demo.company import mappings as company_mappings
+from infra.demo.company import setup_company
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem
 from shared.adapters.qbo.client import QboClient
@@ -40,15 +42,6 @@ class EmulatorTokens:
         return self.access_token(realm_id)
 
 
-PT_ITEMS = {
-    "97110": "Therapeutic Exercise",
-    "97140": "Manual Therapy",
-    "97161": "PT Evaluation",
-    "97530": "Therapeutic Activities",
-    "NO_SHOW": "No-show Fee",
-}
-
-
 @dataclass
 class SyncHarness:
     control: EmulatorControl
@@ -70,27 +63,8 @@ class SyncHarness:
     # ------------------------------------------------------------------ setup
     def setup_company(self, *, classes: bool = True, departments: bool = True) -> None:
         """Items, classes and departments in the emulated company; tenant + connection rows in the ledger."""
-        income = next(a for a in self.control.books(self.realm_id)["Account"] if a.get("AccountType") == "Income")
-        for name in PT_ITEMS.values():
-            self.control.ui(
-                self.realm_id,
-                "Item",
-                "create",
-                {"Name": name, "Type": "Service", "IncomeAccountRef": {"value": income["Id"]}},
-            )
-        for name in ("Dr. Adams", "Dr. Baker", "Dr. Chen"):
-            self.control.ui(self.realm_id, "Class", "create", {"Name": name})
-        for name in ("Downtown", "Northside"):
-            self.control.ui(self.realm_id, "Department", "create", {"Name": name})
-        mappings: dict[str, Any] = {"services": dict(PT_ITEMS)}
-        if classes:
-            mappings["providers"] = {"prov-a": "Dr. Adams", "prov-b": "Dr. Baker", "prov-c": "Dr. Chen"}
-        if departments:
-            mappings["locations"] = {"loc-1": "Downtown", "loc-2": "Northside"}
-        self.control.set_preferences(
-            self.realm_id,
-            {"AccountingInfoPrefs": {"ClassTrackingPerTxn": classes, "TrackDepartments": departments}},
-        )
+        setup_company(self.control, self.realm_id, classes=classes, departments=departments)
+        mappings = company_mappings(classes=classes, departments=departments)
         self.put_tenant(mappings=mappings)
         ConnectionItem(
             f"REALM#{self.realm_id}",
