@@ -116,7 +116,8 @@ class LocalSystem:
 
     def wait_idle(self, timeout: float = 120.0) -> None:
         assert self.stack is not None
-        self.control.wait_webhooks_idle(timeout=min(timeout, 30.0))
+        # Let pending QBO webhooks reach the gateway first (bounded: a failing receiver retries for long).
+        self.control.wait_webhooks_idle(timeout=8.0)
         self.stack.wait_idle(timeout=timeout)
 
     def stop(self) -> None:
