@@ -25,10 +25,43 @@ class Scenario:
     by_provider: dict[str, Decimal] = field(default_factory=dict)
     by_location: dict[str, Decimal] = field(default_factory=dict)
     patients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Money movements (only with copays= / remittances= / write_off= / refund=): what the books must show.
+    copaid: dict[str, Decimal] = field(default_factory=dict)  # appointment id -> copay collected at booking
+    remitted: dict[str, Decimal] = field(default_factory=dict)  # appointment id -> insurer payment
+    paid: dict[str, Decimal] = field(default_factory=dict)  # appointment id -> patient payment after the visit
+    adjusted: dict[str, Decimal] = field(default_factory=dict)  # appointment id -> contractual adjustment
+    credited: dict[str, Decimal] = field(default_factory=dict)  # appointment id -> write-off / courtesy credit
+    refunded: Decimal = Decimal(0)  # money given back (a RefundReceipt, or a reduced payment)
+    payments: int = 0  # platform payments (one QBO Payment each)
+    remittance_payments: int = 0  # QBO Payments for remittances (one per remittance and patient)
+    credit_memos: int = 0  # QBO CreditMemos (contractual adjustments + credits), each with a zero-amount Payment
 
     @property
     def total(self) -> Decimal:
         return sum(self.invoiced.values(), Decimal(0))
+
+    @property
+    def received(self) -> Decimal:
+        """Money in: copays, insurer payments and patient payments (before refunds)."""
+        return sum((*self.copaid.values(), *self.remitted.values(), *self.paid.values()), Decimal(0))
+
+    @property
+    def credited_total(self) -> Decimal:
+        return sum((*self.adjusted.values(), *self.credited.values()), Decimal(0))
+
+    def balance(self, appointment_id: str) -> Decimal:
+        """The open balance the visit's invoice must show."""
+        return self.invoiced[appointment_id] - sum(
+            (
+                m.get(appointment_id, Decimal(0))
+                for m in (self.copaid, self.remitted, self.paid, self.adjusted, self.credited)
+            ),
+            Decimal(0),
+        )
+
+    @property
+    def open_balance(self) -> Decimal:
+        return sum((self.balance(a) for a in self.invoiced), Decimal(0))
 
 
 class _Clock:
@@ -50,8 +83,21 @@ def pt_week(
     cancel_rate: float = 0.0,
     no_show_rate: float = 0.0,
     phi: bool = True,
+    copays: bool = False,
+    remittances: bool = False,
+    write_off: bool = False,
+    refund: bool = False,
+    copay_amount: Decimal = Decimal("25.00"),
+    reimbursement_rate: Decimal = Decimal("0.80"),
 ) -> Scenario:
-    """Patients, then appointments booked and completed (some cancelled / no-show) over five days."""
+    """Patients, then appointments booked and completed (some cancelled / no-show) over five days.
+
+    Money (all off by default, so the invoice-only scenario is unchanged): ``copays`` collects a copay at
+    booking for insurance visits; ``remittances`` sends one insurer remittance at the end of the week paying
+    ``reimbursement_rate`` of what is left and adjusting the rest off (contractual), and has self-pay patients
+    pay their visit in full after it; ``write_off`` writes $20 of the first self-pay visit off instead of
+    collecting it; ``refund`` has the second self-pay patient overpay by $10 and refunds the $10.
+    """
     rnd = random.Random(seed)
     clock = _Clock(datetime.combine(week_start, datetime.min.time(), tzinfo=UTC) - timedelta(days=1))
     sc = Scenario()
@@ -89,6 +135,7 @@ def pt_week(
         sc.patients[pid] = data
         sc.events.append(ev("patient.upserted", 1, data))
 
+    visits: list[tuple[str, str, str, date, Decimal]] = []
     for n in range(appointments):
         aid = f"appt-{n + 1:04d}"
         pid = f"pat-{rnd.randrange(patients) + 1:03d}"
@@ -121,6 +168,32 @@ def pt_week(
             data["diagnosis_codes"] = ["M25.561"]
             data["notes"] = "Patient reports less pain on stairs"
         sc.events.append(ev("appointment.booked", 1, data))
+        visit_total = sum(
+            (
+                Decimal(str(ln["units"])) * Decimal(str(ln["unit_price"])) - Decimal(str(ln["discount_amount"]))
+                for ln in lines
+            ),
+            Decimal(0),
+        ).quantize(Decimal("0.01"))
+        copay = Decimal(0)
+        if copays and data["payer_type"] == "insurance" and visit_total > copay_amount:
+            copay = copay_amount
+            sc.events.append(
+                ev(
+                    "payment.collected",
+                    1,
+                    {
+                        "payment_id": f"copay-{aid}",
+                        "patient_id": pid,
+                        "amount": str(copay),
+                        "kind": "copay",
+                        "method": "card",
+                        "reference": f"ch_{aid}",
+                        "received_on": day.isoformat(),
+                        "applies_to": [{"appointment_id": aid, "amount": str(copay)}],
+                    },
+                )
+            )
         r = rnd.random()
         if r < cancel_rate:
             sc.events.append(ev("appointment.cancelled", 2, {"appointment_id": aid}))
@@ -130,10 +203,102 @@ def pt_week(
             continue
         sc.events.append(ev("appointment.completed", 2, data))
         total = sum(
-            (Decimal(ln["units"]) * Decimal(ln["unit_price"]) - Decimal(ln["discount_amount"]) for ln in lines),
+            (
+                Decimal(str(ln["units"])) * Decimal(str(ln["unit_price"])) - Decimal(str(ln["discount_amount"]))
+                for ln in lines
+            ),
             Decimal(0),
         ).quantize(Decimal("0.01"))
         sc.invoiced[aid] = total
         sc.by_provider[prov] = sc.by_provider.get(prov, Decimal(0)) + total
         sc.by_location[loc] = sc.by_location.get(loc, Decimal(0)) + total
+        if copay:
+            sc.copaid[aid] = copay
+            sc.payments += 1
+        visits.append((aid, pid, str(data["payer_type"]), day, total))
+    if remittances:
+        _money_after_visits(sc, visits, ev, reimbursement_rate, write_off=write_off, refund=refund)
     return sc
+
+
+def _money_after_visits(
+    sc: Scenario,
+    visits: list[tuple[str, str, str, date, Decimal]],
+    ev: Any,
+    rate: Decimal,
+    *,
+    write_off: bool,
+    refund: bool,
+) -> None:
+    """Self-pay patients pay after the visit; the insurer remits the rest of insured visits at week's end."""
+    self_pay = [v for v in visits if v[2] == "self_pay"]
+    for n, (aid, pid, _, day, total) in enumerate(self_pay):
+        credit = Decimal("20.00") if write_off and n == 0 and total > Decimal("20.00") else Decimal(0)
+        pay = total - credit
+        extra = Decimal("10.00") if refund and n == 1 else Decimal(0)
+        data = {
+            "payment_id": f"pay-{aid}",
+            "patient_id": pid,
+            "amount": str(pay + extra),
+            "kind": "patient",
+            "method": "check",
+            "reference": f"chk-{aid}",
+            "received_on": (day + timedelta(days=1)).isoformat(),
+            "applies_to": [{"appointment_id": aid, "amount": str(pay)}],
+        }
+        sc.events.append(ev("payment.collected", 1, data))
+        sc.paid[aid] = pay
+        sc.payments += 1
+        if extra:
+            sc.events.append(ev("payment.refunded", 2, {**data, "refunded_amount": str(extra)}))
+            sc.paid[aid] = pay  # what stays applied; the overpayment comes back
+            sc.refunded += extra
+        if credit:
+            sc.events.append(
+                ev(
+                    "credit.issued",
+                    1,
+                    {
+                        "credit_id": f"wo-{aid}",
+                        "patient_id": pid,
+                        "amount": str(credit),
+                        "kind": "write_off",
+                        "reason": "small balance",
+                        "issued_on": (day + timedelta(days=1)).isoformat(),
+                        "applies_to": {"appointment_id": aid, "amount": str(credit)},
+                    },
+                )
+            )
+            sc.credited[aid] = credit
+            sc.credit_memos += 1
+    items = []
+    for aid, pid, payer, _, total in visits:
+        if payer != "insurance":
+            continue
+        rest = total - sc.copaid.get(aid, Decimal(0))
+        paid = (rest * rate).quantize(Decimal("0.01"))
+        adjustment = rest - paid
+        item: dict[str, Any] = {"appointment_id": aid, "patient_id": pid, "amount": str(paid)}
+        if adjustment > 0:
+            item["adjustments"] = [{"kind": "contractual", "amount": str(adjustment)}]
+            sc.adjusted[aid] = adjustment
+            sc.credit_memos += 1
+        sc.remitted[aid] = paid
+        items.append(item)
+    if items:
+        last_day = max(v[3] for v in visits)
+        sc.events.append(
+            ev(
+                "insurance.remittance",
+                1,
+                {
+                    "remittance_id": f"era-{last_day.isoformat()}",
+                    "payer_name": "Acme Health",
+                    "received_on": (last_day + timedelta(days=3)).isoformat(),
+                    "reference": "ERA-0001",
+                    "method": "ach",
+                    "items": items,
+                },
+            )
+        )
+        sc.remittance_payments = len({it["patient_id"] for it in items})

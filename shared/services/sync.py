@@ -17,6 +17,7 @@ QBO fault and a suggested fix).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,17 +47,32 @@ from shared.domain.phi import check_payload
 from shared.domain.planner import SlotPlan, before_start_date, plan_slot, wants_invoice
 from shared.domain.tenant import Tenant, TenantMappings
 from shared.observability import count, logger
+from shared.services.money import MoneySync
+from shared.services.outcome import Outcome
 
 MAX_ATTEMPTS = 8
 ClientFactory = Callable[[str], QboApi]
+Lookup = tuple[str, str | None] | str
 
 
-@dataclass
-class Outcome:
-    status: str
-    reason: str | None = None
-    waiting_on: str | None = None
-    error: dict[str, Any] | None = None
+def _intents(item: ObjectItem) -> dict[str, dict[str, Any]]:
+    raw = item.intent or {}
+    if "slot" in raw:  # a single intent written before intents were kept per slot
+        return {str(raw["slot"]): raw}
+    return dict(raw.get("slots") or {})
+
+
+def intent_for(item: ObjectItem, slot: str) -> dict[str, Any] | None:
+    return _intents(item).get(slot)
+
+
+def intent_slots(item: ObjectItem) -> dict[str, dict[str, Any]]:
+    return _intents(item)
+
+
+def has_marker(text: str, marker: str) -> bool:
+    """The marker, whole (``...:apply:1.1`` must not match ``...:apply:1.10``)."""
+    return re.search(re.escape(marker) + r"(?![\w.\-])", text) is not None
 
 
 @dataclass
@@ -85,6 +101,7 @@ class SyncService:
         self._client_factory = client_factory
         self._clients: dict[str, QboApi] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        self.money = MoneySync(self)
 
     # ================================================================ stream entry points
     def apply_event(self, event: EventItem) -> bool:
@@ -133,6 +150,8 @@ class SyncService:
             return Outcome("synced")
         if kind in ("appointment", "invoice"):
             return self._reconcile_invoice(ctx, item)
+        if kind in ("payment", "remittance", "credit"):
+            return self.money.reconcile(ctx, item)
         return Outcome("skipped", f"{kind} sync is not enabled in this version")
 
     def _reconcile_invoice(self, ctx: Ctx, item: ObjectItem) -> Outcome:
@@ -158,7 +177,15 @@ class SyncService:
             lifecycle=item.lifecycle,
             settings=ctx.tenant.settings,
         )
-        self._execute(ctx, item, plan, doc, lookup=("DocNumber", doc["DocNumber"] if doc else None))
+        owners: list[ObjectItem] = []
+        if plan.action in ("void", "delete") and synced and synced.get("id"):
+            # Payments applied to the invoice are unlinked first (QBO refuses to void / delete it otherwise).
+            owners = self.money.unlink_invoice(ctx, item, synced)
+        lookup = ("DocNumber", doc["DocNumber"] if doc else (synced or {}).get("doc_number"))
+        self._execute(ctx, item, plan, doc, lookup=lookup)
+        for owner in owners:
+            # Only now that the invoice is closed: the payments' owners re-plan without the link.
+            self.objects.touch(owner, reason=f"{item.object_key} invoice {plan.action}ed")
         if plan.action == "none" and not want and not synced:
             return Outcome("skipped", why_not)
         return Outcome("synced", plan.reason or None)
@@ -385,23 +412,28 @@ class SyncService:
         plan: SlotPlan,
         doc: dict[str, Any] | None,
         *,
-        lookup: tuple[str, str | None],
+        lookup: Lookup,
         extra_forbidden: Iterable[str] = (),
         on_duplicate_name: bool = False,
     ) -> dict[str, Any] | None:
-        """Perform ``plan`` for one slot. Returns the QBO entity written (None when nothing was written)."""
+        """Perform ``plan`` for one slot. Returns the QBO entity written (None when nothing was written).
+
+        ``lookup`` finds the document again after an uncertain create: ``(field, value)`` (DocNumber,
+        DisplayName) or a where clause (payments: ``CustomerRef = '..' and TxnDate = '..'``); the PrivateNote
+        marker then picks qbsync's own document among the rows.
+        """
         slot, entity = plan.slot, plan.entity
         client = ctx.client
         version = max(int(item.desired_version), 0)
         synced = (item.qbo or {}).get(slot)
-        intent = item.intent if (item.intent and item.intent.get("slot") == slot) else None
+        intent = intent_for(item, slot)
         if intent and intent.get("op") == "create" and not (synced and synced.get("id")):
             # The last attempt may have committed: look before creating again.
-            found = self._read_back(client, entity, lookup, intent.get("marker"))
+            found = self._read_back(client, entity, intent.get("lookup") or lookup, intent.get("marker"))
             if found is not None:
                 synced = self._remember(item, slot, entity, found, intent.get("fingerprint"))
                 count("ReadBackRecovered", entity=entity)
-            self.objects.record_intent(item, None)
+            self._set_intent(item, slot, None)
             plan = plan_slot(
                 slot=slot,
                 entity=entity,
@@ -418,13 +450,16 @@ class SyncService:
         if plan.action == "create":
             assert doc is not None
             rid = naming.request_id(item.tenant_id, item.object_key, slot, "create", version)
-            self.objects.record_intent(
+            self._set_intent(
                 item,
+                slot,
                 {
                     "slot": slot,
+                    "entity": entity,
                     "op": "create",
                     "request_id": rid,
                     "marker": doc.get("PrivateNote") or doc.get("Notes"),
+                    "lookup": list(lookup) if isinstance(lookup, tuple) else lookup,
                     "fingerprint": fp,
                     "at": datetime.now(UTC).isoformat(),
                 },
@@ -437,7 +472,7 @@ class SyncService:
                 else:
                     raise
             self._remember(item, slot, entity, row, fp)
-            self.objects.record_intent(item, None)
+            self._set_intent(item, slot, None)
             count("QboCreated", entity=entity)
             return row
         assert synced is not None
@@ -471,6 +506,13 @@ class SyncService:
             return None
         raise AssertionError(plan.action)
 
+    def _set_intent(self, item: ObjectItem, slot: str, intent: dict[str, Any] | None) -> None:
+        """Intents are kept per slot: an object with several documents may have several writes in doubt."""
+        intents = {k: v for k, v in _intents(item).items() if k != slot}
+        if intent is not None:
+            intents[slot] = intent
+        self.objects.record_intent(item, {"slots": intents} if intents else None)
+
     def _update_with_retry(
         self,
         client: QboApi,
@@ -493,19 +535,23 @@ class SyncService:
         raise RetryableError("the document kept changing in QuickBooks while updating", qbo_code="5010")
 
     def _read_back(
-        self, client: QboApi, entity: str, lookup: tuple[str, str | None], marker: str | None
+        self, client: QboApi, entity: str, lookup: Lookup | list[str], marker: str | None
     ) -> dict[str, Any] | None:
-        field_name, value = lookup
-        if not value:
-            return None
-        rows = client.query(f"select * from {entity} where {field_name} = '{escape_query_value(value)}'")
+        if isinstance(lookup, str):
+            where = lookup
+        else:
+            field_name, value = lookup
+            if not value:
+                return None
+            where = f"{field_name} = '{escape_query_value(value)}'"
+        rows = client.query(f"select * from {entity} where {where}")
         for row in rows:
-            if marker is None or marker in (str(row.get("PrivateNote", "")) + str(row.get("Notes", ""))):
+            if marker is None or has_marker(str(row.get("PrivateNote", "")) + " " + str(row.get("Notes", "")), marker):
                 return row
         return None
 
     def _resolve_duplicate_name(
-        self, ctx: Ctx, item: ObjectItem, doc: dict[str, Any], lookup: tuple[str, str | None]
+        self, ctx: Ctx, item: ObjectItem, doc: dict[str, Any], lookup: Lookup
     ) -> dict[str, Any]:
         """6240 on a customer: ours (created earlier, response lost) → adopt it; someone else's → stable suffix."""
         marker = doc.get("Notes")
