@@ -1,0 +1,139 @@
+"""Reverse index QBO document → the source object that owns it, and conditional writes of a slot's QBO facts.
+
+Link item (RefItem model, ``rtype = "qbolink"``)::
+
+    pk REALM#{realm}   sk QBOID#{entity}#{qbo_id}   data {tenant_id, object_key, slot}
+
+The sync engine should call :func:`link` whenever it records a document in an object's ``qbo[slot]``
+(``SyncService._remember``). Until it does, :meth:`QboLinks.find` falls back to scanning the object rows of
+the realm's tenants and backfills the links it finds, so lookups stay correct (only slower).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pynamodb.exceptions import DeleteError, UpdateError
+
+from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table
+from shared.domain.errors import RetryableError
+
+
+@dataclass(frozen=True)
+class Link:
+    realm_id: str
+    entity: str
+    qbo_id: str
+    tenant_id: str
+    object_key: str
+    slot: str
+
+
+def _sk(entity: str, qbo_id: str) -> str:
+    return f"QBOID#{entity}#{qbo_id}"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def link(realm: str, entity: str, qbo_id: str, tenant: str, object_key: str, slot: str) -> None:
+    """Record that ``entity`` ``qbo_id`` in ``realm`` is ``tenant``'s ``object_key`` slot ``slot`` (idempotent)."""
+    bind_table()
+    RefItem(
+        f"REALM#{realm}",
+        _sk(entity, str(qbo_id)),
+        rtype="qbolink",
+        entity=entity,
+        key=str(qbo_id),
+        qbo_id=str(qbo_id),
+        data={"tenant_id": tenant, "object_key": object_key, "slot": slot},
+        fetched_at=_now_iso(),
+    ).save()
+
+
+def unlink(realm: str, entity: str, qbo_id: str) -> None:
+    bind_table()
+    try:
+        RefItem(f"REALM#{realm}", _sk(entity, qbo_id)).delete(condition=RefItem.pk.exists())
+    except DeleteError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+
+
+class QboLinks:
+    def __init__(self, *, scan_fallback: bool = True) -> None:
+        bind_table()
+        self.scan_fallback = scan_fallback
+        self.scans = 0  # fallback scans performed (observability, tests)
+
+    def find(self, realm: str, entity: str, qbo_id: str) -> Link | None:
+        """The object that owns a QBO document, or None if qbsync does not know it."""
+        try:
+            item = RefItem.get(f"REALM#{realm}", _sk(entity, qbo_id), consistent_read=True)
+        except RefItem.DoesNotExist:
+            return self._scan(realm, entity, qbo_id) if self.scan_fallback else None
+        d = item.data or {}
+        return Link(realm, entity, qbo_id, str(d["tenant_id"]), str(d["object_key"]), str(d["slot"]))
+
+    def _scan(self, realm: str, entity: str, qbo_id: str) -> Link | None:
+        # Fallback until the sync engine writes links: every object row of the realm's tenants, backfilling links.
+        self.scans += 1
+        tenants = [
+            t.tenant_id
+            for t in TenantItem.gsi1.query(f"REALM#{realm}", TenantItem.gsi1sk.startswith("TENANT#"))
+            if isinstance(t, TenantItem)
+        ]
+        if not tenants:
+            return None
+        found: Link | None = None
+        cond = (ObjectItem.rtype == "object") & ObjectItem.tenant_id.is_in(*tenants)
+        for obj in ObjectItem.scan(cond):
+            for slot, info in (obj.qbo or {}).items():
+                if not isinstance(info, dict) or not info.get("id") or not info.get("type"):
+                    continue
+                typ, ident = str(info["type"]), str(info["id"])
+                link(realm, typ, ident, obj.tenant_id, obj.object_key, slot)
+                if typ == entity and ident == qbo_id:
+                    found = Link(realm, entity, qbo_id, obj.tenant_id, obj.object_key, slot)
+        return found
+
+
+class ObjectSlots:
+    """Reads and optimistic writes of an object's ``qbo`` map on behalf of QBO-side changes.
+
+    Writes are conditional on the row being unchanged since it was read and on no sync worker holding its
+    lease; otherwise RetryableError (the stream retries the notice, which then sees the new state).
+    """
+
+    def __init__(self) -> None:
+        bind_table()
+
+    def get(self, tenant_id: str, object_key: str) -> ObjectItem | None:
+        try:
+            return ObjectItem.get(f"OBJ#{tenant_id}#{object_key}", "OBJ", consistent_read=True)
+        except ObjectItem.DoesNotExist:
+            return None
+
+    def write(self, item: ObjectItem, qbo: dict[str, Any]) -> None:
+        """Store the object's new ``qbo`` map. Raises RetryableError when the row moved on or is leased."""
+        now = int(time.time())
+        unchanged = (
+            ObjectItem.updated_at == item.updated_at if item.updated_at else ObjectItem.updated_at.does_not_exist()
+        )
+        free = ObjectItem.lease_until.does_not_exist() | (ObjectItem.lease_until < now)
+        try:
+            item.update(
+                actions=[ObjectItem.qbo.set(qbo), ObjectItem.updated_at.set(_now_iso())],
+                condition=ObjectItem.pk.exists() & unchanged & free,
+            )
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                raise RetryableError(
+                    "the object changed or is being synced; the notice will be retried",
+                    object_key=item.object_key,
+                ) from exc
+            raise
