@@ -159,15 +159,15 @@ def test_a_saturated_realm_does_not_slow_another_realm(ddb_store: DynamoPaceStor
 
 
 def test_a_crashed_workers_slot_frees_when_its_lease_ends(ddb_store: DynamoPaceStore) -> None:
-    limits = PaceLimits(rate_per_period=100, max_inflight=1, batch_per_period=10, period_s=1.0, lease_s=0.4)
-    assert ddb_store.claim_slot("realm-a", 1, "crashed-worker", time.time(), 0.4) == 0  # never released
+    limits = PaceLimits(rate_per_period=100, max_inflight=1, batch_per_period=10, period_s=1.0, lease_s=0.8)
+    claimed_at = time.time()
+    assert ddb_store.claim_slot("realm-a", 1, "crashed-worker", claimed_at, 0.8) == 0  # never released
     pacer = Pacer("realm-a", limits=limits, store=ddb_store)
 
-    started = time.monotonic()
     with pacer.acquire():
-        waited = time.monotonic() - started
+        acquired_at = time.time()
 
-    assert 0.3 <= waited < 2.0
+    assert claimed_at + 0.8 <= acquired_at < claimed_at + 3.0
 
 
 def test_released_slot_is_reused_immediately(ddb_store: DynamoPaceStore) -> None:
