@@ -3,8 +3,8 @@
 Item types (``rtype``) and keys::
 
     tenant      pk TENANT#{tenant}               sk TENANT     gsi1 REALM#{realm} / TENANT#{tenant}
-    event       pk EVT#{tenant}#{event_id}       sk EVT        gsi1 OBJ#{tenant}#{object_key} / {version:020d}#{event_id}
-    object      pk OBJ#{tenant}#{object_key}     sk OBJ        gsi1 STATUS#{status} / {tenant}#{updated_at} (attention states only)
+    event       pk EVT#{tenant}#{event_id}       sk EVT        gsi1 OBJ#{tenant}#{object_key} / {version:020d}#{id}
+    object      pk OBJ#{tenant}#{object_key}     sk OBJ        gsi1 STATUS#{status} / {tenant}#{updated_at} (attention)
                                                                gsi2 WAIT#{tenant}#{waiting_on} / {object_key}
     connection  pk REALM#{realm}                 sk CONN
     notice      pk NOTICE#{realm}#{dedupe_key}   sk NOTICE
