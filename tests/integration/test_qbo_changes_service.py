@@ -1,0 +1,201 @@
+"""ChangeService and CdcSweep on the ledger (in-process moto) with a fake QBO: merges, conflicts, warnings,
+direction, the scan fallback, and CDC paging past the object cap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.adapters.dynamo import ObjectItem, TenantItem
+from shared.adapters.notices import NoticeStore, OpsRecords
+from shared.adapters.qbo.types import CallStats
+from shared.adapters.qbo_links import QboLinks, link
+from shared.domain.qbo_notices import Notice
+from shared.services.qbo_changes import CdcSweep, ChangeService
+
+REALM = "4620816365"
+T0 = "2026-01-20T09:00:00-08:00"
+T1 = "2026-01-20T10:00:00-08:00"
+
+
+class FakeQbo:
+    def __init__(self, rows: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+        self.realm_id = REALM
+        self.stats = CallStats()
+        self.rows = rows or {}
+        self.cdc_rows: list[tuple[str, dict[str, Any]]] = []
+        self.cdc_calls: list[tuple[list[str], datetime]] = []
+
+    def read(self, entity: str, qbo_id: str) -> dict[str, Any]:
+        self.stats.reads += 1
+        return self.rows[(entity, qbo_id)]
+
+    def cdc(self, entities: list[str], changed_since: datetime) -> dict[str, list[dict[str, Any]]]:
+        self.cdc_calls.append((entities, changed_since))
+        out: dict[str, list[dict[str, Any]]] = {e: [] for e in entities}
+        budget = 3  # this fake's object cap
+        for entity, row in self.cdc_rows:
+            when = datetime.fromisoformat(row["MetaData"]["LastUpdatedTime"])
+            if entity in entities and when >= changed_since and budget > 0:
+                out[entity].append(row)
+                budget -= 1
+        return out
+
+
+def tenant(tenant_id: str = "clinic-1", **settings: Any) -> None:
+    TenantItem(
+        f"TENANT#{tenant_id}",
+        "TENANT",
+        rtype="tenant",
+        tenant_id=tenant_id,
+        name="Clinic",
+        realm_id=REALM,
+        signing_secret_id="unused",
+        callback_url="https://platform.example/cb",
+        settings={"direction": "both", **settings},
+        mappings={"services": {"97110": "Therapy"}},
+        created_at=datetime.now(UTC).isoformat(),
+        gsi1pk=f"REALM#{REALM}",
+        gsi1sk=f"TENANT#{tenant_id}",
+    ).save()
+
+
+def obj(key: str, slot: str, info: dict[str, Any], *, linked: bool = True, dirty: bool = False) -> None:
+    ObjectItem(
+        f"OBJ#clinic-1#{key}",
+        "OBJ",
+        rtype="object",
+        tenant_id="clinic-1",
+        object_key=key,
+        kind=key.split(":", maxsplit=1)[0],
+        desired_version=2 if dirty else 1,
+        synced_version=1,
+        dirty=dirty,
+        qbo={slot: info},
+        updated_at=datetime.now(UTC).isoformat(),
+    ).save()
+    if linked:
+        link(REALM, info["type"], info["id"], "clinic-1", key, slot)
+
+
+def invoice_slot(**kw: Any) -> dict[str, Any]:
+    return {
+        "type": "Invoice",
+        "id": "130",
+        "sync_token": "0",
+        "last_updated": T0,
+        "total": 100.0,
+        "balance": 100.0,
+        "state": "active",
+        **kw,
+    }
+
+
+def notice(entity: str, ident: str, op: str, when: str = T1, **data: Any) -> Notice:
+    return Notice(REALM, entity, ident, op, when, "webhook-cloudevents", f"ce:{entity}-{ident}-{op}", dict(data))
+
+
+@pytest.fixture
+def svc(moto_aws: dict[str, str]) -> tuple[ChangeService, list[dict[str, Any]], FakeQbo]:
+    sent: list[dict[str, Any]] = []
+    qbo = FakeQbo()
+
+    class Sink:
+        def enqueue(self, callback: dict[str, Any]) -> None:
+            sent.append(callback)
+
+    return ChangeService(lambda realm: qbo, callbacks=Sink()), sent, qbo
+
+
+def invoice_row(token: str, total: float, when: str = T1) -> dict[str, Any]:
+    return {"Id": "130", "SyncToken": token, "TotalAmt": total, "Balance": total, "MetaData": {"LastUpdatedTime": when}}
+
+
+def test_conflict_is_audited_and_flagged_not_silently_overwritten(svc: Any) -> None:
+    service, sent, qbo = svc
+    tenant()
+    obj("appointment:a1", "invoice", invoice_slot(), dirty=True)
+    qbo.rows[("Invoice", "130")] = invoice_row("1", 90.0)
+    assert service.handle(notice("Invoice", "130", "Update")) == "updated"
+    [cb] = sent
+    assert cb["type"] == "invoice.updated_in_qbo" and cb["data"]["conflict"] is True
+    [audit] = OpsRecords().audits("clinic-1")
+    assert audit.action == "qbo_conflict" and audit.target == "appointment:a1"
+    slot = ObjectItem.get("OBJ#clinic-1#appointment:a1", "OBJ").qbo["invoice"]
+    assert slot["conflict"]["desired_version"] == 2 and slot["total"] == 90.0
+
+
+def test_to_qbo_tenants_get_no_callbacks_but_the_ledger_follows(svc: Any) -> None:
+    service, sent, qbo = svc
+    tenant(direction="to_qbo")
+    obj("appointment:a1", "invoice", invoice_slot())
+    assert service.handle(notice("Invoice", "130", "Delete")) == "deleted"
+    assert sent == [] and qbo.stats.reads == 0
+    assert ObjectItem.get("OBJ#clinic-1#appointment:a1", "OBJ").qbo["invoice"]["state"] == "deleted"
+
+
+def test_customer_merge_relinks_the_patient_to_the_surviving_customer(svc: Any) -> None:
+    service, sent, qbo = svc
+    tenant()
+    obj("patient:p1", "customer", {"type": "Customer", "id": "61", "sync_token": "0", "last_updated": T0})
+    qbo.rows[("Customer", "58")] = {"Id": "58", "SyncToken": "4", "MetaData": {"LastUpdatedTime": T1}}
+    assert service.handle(notice("Customer", "58", "Merge", deleted_id="61")) == "merged"
+    assert ObjectItem.get("OBJ#clinic-1#patient:p1", "OBJ").qbo["customer"]["id"] == "58"
+    links = QboLinks(scan_fallback=False)
+    assert links.find(REALM, "Customer", "61") is None
+    assert links.find(REALM, "Customer", "58").object_key == "patient:p1"  # type: ignore[union-attr]
+    assert [(c["type"], c["data"]["merged_away_id"]) for c in sent] == [("customer.merged_in_qbo", "61")]
+    assert service.handle(notice("Customer", "58", "Merge", deleted_id="61")) == "not_ours"  # redelivery
+    assert len(sent) == 1
+
+
+def test_deactivated_customer_and_mapped_item_are_ops_warnings(svc: Any) -> None:
+    service, sent, qbo = svc
+    tenant()
+    obj("patient:p1", "customer", {"type": "Customer", "id": "61", "sync_token": "0", "last_updated": T0})
+    qbo.rows[("Customer", "61")] = {"Id": "61", "SyncToken": "1", "Active": False, "MetaData": {"LastUpdatedTime": T1}}
+    qbo.rows[("Item", "7")] = {"Id": "7", "Name": "Therapy", "SyncToken": "2", "Active": False}
+    assert service.handle(notice("Customer", "61", "Update")) == "warned"
+    assert service.handle(notice("Item", "7", "Update")) == "warned"
+    reasons = sorted(a.detail["reason"] for a in OpsRecords().audits("clinic-1"))
+    assert reasons == ["customer_deactivated", "item_deactivated"] and sent == []
+
+
+def test_without_links_the_scan_fallback_finds_the_object_and_backfills(svc: Any) -> None:
+    service, sent, _qbo = svc
+    tenant()
+    obj("appointment:a1", "invoice", invoice_slot(), linked=False)
+    assert service.handle(notice("Invoice", "130", "Delete")) == "deleted"
+    assert [c["type"] for c in sent] == ["invoice.deleted_in_qbo"] and service.links.scans == 1
+    assert QboLinks(scan_fallback=False).find(REALM, "Invoice", "130") is not None
+
+
+def test_echo_of_a_recorded_write_needs_no_read_and_sends_nothing(svc: Any) -> None:
+    service, sent, qbo = svc
+    tenant()
+    obj("appointment:a1", "invoice", invoice_slot(last_updated=T1, sync_token="3"))
+    assert service.handle(notice("Invoice", "130", "Update", when="2026-01-20T18:00:00.420Z")) == "echo"
+    assert sent == [] and qbo.stats.reads == 0
+
+
+def test_cdc_pages_past_the_cap_and_reports_drift(svc: Any) -> None:
+    _, _, qbo = svc
+    tenant()
+    obj("appointment:a1", "invoice", invoice_slot())
+    base = datetime.now(UTC).replace(microsecond=0)
+    for n in range(7):  # seven payments not linked to our invoices, one second apart
+        when = (base - timedelta(seconds=10 - n)).isoformat()
+        row = {"Id": f"p{n}", "SyncToken": "0", "Line": [], "MetaData": {"LastUpdatedTime": when}}
+        qbo.cdc_rows.append(("Payment", row))
+    qbo.cdc_rows.append(("Invoice", invoice_row("2", 80.0, base.isoformat())))
+    sweep = CdcSweep(lambda realm: qbo, cap=3)
+    report = sweep.sweep_realm(REALM)
+    assert len(qbo.cdc_calls) > 2  # the capped first answer was re-asked per entity
+    assert report["changes"] == 8 and not report["window_exhausted"]
+    assert sweep.ops.cursor(REALM) is not None
+    [drift] = report["drift"]
+    assert (drift["kind"], drift["qbo"]["total"], drift["ledger"]["total"]) == ("changed_in_qbo", 80.0, 100.0)
+    assert NoticeStore().get(REALM, f"cdc:Invoice:130:{base.isoformat()}") is not None
+    assert OpsRecords().drift(REALM)["drift"] == report["drift"]  # type: ignore[index]
