@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "emulator": "shared.cli.emulator:emulator",
     "local": "shared.cli.local:local",
     "demo": "shared.cli.demo:demo",
+    "reports": "shared.cli.reports:reports",
 }
 
 
