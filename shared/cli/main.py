@@ -18,6 +18,12 @@ COMMANDS: dict[str, str] = {
     "local": "shared.cli.local:local",
     "demo": "shared.cli.demo:demo",
     "reports": "shared.cli.reports:reports",
+    "failures": "shared.cli.ops:failures",
+    "dlq": "shared.cli.ops:dlq",
+    "status": "shared.cli.ops:status",
+    "connections": "shared.cli.ops:connections",
+    "mappings": "shared.cli.ops:mappings",
+    "customers": "shared.cli.ops:customers",
 }
 
 
