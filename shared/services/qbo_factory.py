@@ -1,8 +1,14 @@
-"""Builds the QBO client for a realm the way every worker does (tokens from Secrets Manager, shared pacing)."""
+"""Builds the QBO client for a realm the way every worker does: tokens from Secrets Manager, shared pacing,
+and writes coalesced into /batch calls across the container's concurrent reconciles."""
 
 from __future__ import annotations
 
+from shared.adapters.qbo.coalesce import CoalescingClient, Workers
 from shared.adapters.qbo.types import QboApi
+from shared.config import get_settings
+
+# One per container: every realm's coalescer flushes as soon as all concurrent reconciles are waiting.
+WORKERS = Workers()
 
 
 def default_client_factory(realm_id: str) -> QboApi:
@@ -11,4 +17,5 @@ def default_client_factory(realm_id: str) -> QboApi:
     from shared.adapters.qbo.tokens import TokenManager
 
     # Throttling seen is recorded on the connection so ops see it in connection health.
-    return QboClient(realm_id, tokens=TokenManager(), on_throttled=ConnectionRepository().mark_throttled)
+    inner = QboClient(realm_id, tokens=TokenManager(), on_throttled=ConnectionRepository().mark_throttled)
+    return CoalescingClient(inner, workers=WORKERS, max_items=get_settings().qbo_batch_size)

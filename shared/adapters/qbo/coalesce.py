@@ -37,37 +37,47 @@ class _Pending:
     error: QboFault | None = None
 
 
+class Workers:
+    """The container's concurrent reconciles, shared by every realm's coalescer: when all of them wait on a
+    batch, nothing more can arrive, so every non-empty queue is sent at once (no linger delay)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.active = 0  # workers inside ``worker()`` that are not waiting on a batch
+
+    @contextlib.contextmanager
+    def worker(self) -> Iterator[None]:
+        """Wrap each concurrent reconcile."""
+        with self.cond:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+
+
 class CoalescingClient:
     """A ``QboApi`` over another one (the realm's ``QboClient``) that coalesces writes into ``/batch``."""
 
-    def __init__(self, inner: QboApi, *, max_items: int = 30, linger_s: float = 0.05) -> None:
+    def __init__(
+        self, inner: QboApi, *, workers: Workers | None = None, max_items: int = 30, linger_s: float = 0.05
+    ) -> None:
         self.inner = inner
         self.realm_id = inner.realm_id
         self.max_items = max_items
         self.linger_s = linger_s
-        self._cond = threading.Condition()
+        self.workers = workers or Workers()
+        self._cond = self.workers.cond
         self._queue: list[_Pending] = []
-        self._active = 0  # workers inside ``worker()`` that are not waiting on a batch
         self._flushing = False
         self._seq = 0
         self.batches_sent = 0
+        self.stats: CallStats = inner.stats  # the same counters: calls are made by the inner client
 
-    @property
-    def stats(self) -> CallStats:
-        return self.inner.stats
-
-    # ------------------------------------------------------------------ worker registration
-    @contextlib.contextmanager
-    def worker(self) -> Iterator[None]:
-        """Wrap each concurrent reconcile: the coalescer flushes as soon as all registered workers wait."""
-        with self._cond:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()
+    def worker(self) -> contextlib.AbstractContextManager[None]:
+        return self.workers.worker()
 
     # ------------------------------------------------------------------ writes (coalesced)
     def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
@@ -110,18 +120,20 @@ class CoalescingClient:
             op = BatchOp(bid=f"b{self._seq % 10**8}", operation=operation, entity=entity, body=body)
             pending = _Pending(op, request_id)
             self._queue.append(pending)
-            self._active -= 1  # this worker now waits
+            self.workers.active -= 1  # this worker now waits
             self._cond.notify_all()
             deadline = time.monotonic() + self.linger_s
             try:
                 while not pending.done.is_set():
-                    ready = len(self._queue) >= self.max_items or self._active <= 0 or time.monotonic() >= deadline
+                    ready = (
+                        len(self._queue) >= self.max_items or self.workers.active <= 0 or time.monotonic() >= deadline
+                    )
                     if ready and not self._flushing and self._queue:
                         self._flush_locked()
                         continue
                     self._cond.wait(timeout=max(0.0, min(self.linger_s, deadline - time.monotonic())) or 0.005)
             finally:
-                self._active += 1
+                self.workers.active += 1
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
