@@ -628,12 +628,16 @@ class Verification:
     differences: list[Difference]
     reads: int
 
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
     def to_json(self) -> dict[str, Any]:
         return {
             "qbo_totals": self.qbo_totals,
             "differences": [d.to_json() for d in self.differences],
             "qbo_reads": self.reads,
-            "matches": not self.differences,
+            "matches": self.matches,
         }
 
 
