@@ -64,6 +64,10 @@ def demo(appointments: int, patients: int, serve: bool, no_ddb_local: bool, out:
         click.echo(json.dumps(result.to_json()))
     else:
         _print_summary(result.to_json(), scenario.total, report, console=Console())
+    try:
+        _write_revenue(result.tenant_id, scenario.events, Path(out), as_json=as_json)
+    except Exception as exc:  # a report that cannot be drawn must not leave the stack running
+        click.echo(f"revenue report not written: {exc!r}", err=True)
     if serve:
         click.echo(json.dumps(system.urls) if as_json else _serve_text(system.urls))
         with contextlib.suppress(KeyboardInterrupt):
@@ -121,3 +125,33 @@ def _print_summary(r: dict[str, Any], expected_total: Any, report: Path, *, cons
 def _serve_text(urls: dict[str, Any]) -> str:
     lines = ["stack still running (Ctrl-C stops it):"] + [f"  {k:12} {v}" for k, v in urls.items()]
     return "\n".join(lines)
+
+
+def _write_revenue(tenant_id: str, events: list[dict[str, Any]], out: Path, *, as_json: bool) -> None:
+    """The week's revenue report, verified against the emulated QuickBooks company: revenue.json, revenue.csv
+    and revenue.png in ``out``; their paths are printed."""
+    from shared.cli.reports import write_csv
+    from shared.reports.chart import revenue_chart
+    from shared.services.reports import ReportService, csv_rows, parse_period
+
+    days = sorted(str(e["data"]["service_date"]) for e in events if e["data"].get("service_date"))
+    period = parse_period(days[0], days[-1])
+    try:
+        data = ReportService().revenue(tenant_id, period, verify=True).to_json()
+    except Exception as exc:  # the demo still shows the ledger's figures if QuickBooks cannot be read
+        click.echo(f"revenue report: QuickBooks read-back failed ({exc}); the ledger's figures only", err=True)
+        data = ReportService().revenue(tenant_id, period).to_json()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "revenue.json", "csv": out / "revenue.csv", "chart": out / "revenue.png"}
+    paths["json"].write_text(json.dumps(data, indent=2))
+    write_csv(csv_rows("revenue", data), paths["csv"])
+    revenue_chart(data, paths["chart"], title="Riverside Physical Therapy revenue")
+    t, v = data["totals"], data.get("verify")
+    check = (
+        "" if v is None else f"; QuickBooks {'agrees' if v['matches'] else 'differs: ' + str(len(v['differences']))}"
+    )
+    line = (
+        f"Revenue {period.start} to {period.end}: invoiced {t['invoiced']}, collected {t['collected']}, "
+        f"outstanding {t['outstanding']}{check}. Written: {paths['json']}, {paths['csv']}, {paths['chart']}"
+    )
+    click.echo(line, err=as_json)  # stdout stays one JSON document with --json

@@ -61,7 +61,8 @@ def revenue_chart(report: dict[str, Any], path: str | Path, *, title: str | None
         ax.tick_params(labelsize=8)
         ax.margins(x=0.15)
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0].legend(loc="lower right", fontsize=8, ncols=4, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=len(SEGMENTS), frameon=False)
     t = report["totals"]
     period = report["period"]
     fig.suptitle(
