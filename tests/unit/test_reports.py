@@ -363,3 +363,67 @@ def test_chart_is_a_png_and_matplotlib_stays_off_the_import_path(tmp_path: Path)
         subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+# ---------------------------------------------------------------------------------------------- service (fakes, no AWS)
+class _Tenants:
+    def get(self, tenant_id: str) -> Any:
+        from datetime import UTC, datetime
+
+        from shared.domain.tenant import Tenant
+
+        if tenant_id != "t1":
+            return None
+        return Tenant(
+            tenant_id="t1",
+            name="PT",
+            realm_id="r1",
+            signing_secret_id="x",
+            mappings=MAPPINGS,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+
+
+def _service(drift: dict[str, Any] | None = None) -> Any:
+    from shared.services.reports import ReportService
+
+    return ReportService(rows=lambda _t: settled_visit(), tenants=_Tenants(), drift_store=lambda _r: drift)  # type: ignore[arg-type]
+
+
+def test_ops_api_entry_validates_its_parameters() -> None:
+    import pytest
+
+    from shared.domain.errors import BadRequest, NotFound
+    from shared.services.reports import report_for_api
+
+    ok = report_for_api("revenue", {"tenant": "t1", "from": "2026-11-02", "to": "2026-11-06"}, _service())
+    assert ok["totals"]["invoiced"] == "238.50"
+    with pytest.raises(BadRequest, match="tenant is required"):
+        report_for_api("revenue", {"from": "2026-11-02", "to": "2026-11-06"}, _service())
+    with pytest.raises(BadRequest, match="YYYY-MM-DD"):
+        report_for_api("revenue", {"tenant": "t1", "from": "11/02/2026", "to": "2026-11-06"}, _service())
+    with pytest.raises(BadRequest, match="unknown report"):
+        report_for_api("profit", {"tenant": "t1", "from": "2026-11-02", "to": "2026-11-06"}, _service())
+    with pytest.raises(NotFound):
+        report_for_api("visits", {"tenant": "nope", "from": "2026-11-02", "to": "2026-11-06"}, _service())
+
+
+def test_drift_without_verify_reads_the_cdc_sweeps_stored_report_for_this_tenant() -> None:
+    stored = {
+        "generated_at": "2026-11-09T00:00:00Z",
+        "drift": [
+            {
+                "entity": "Invoice",
+                "qbo_id": "10",
+                "tenant_id": "t1",
+                "object_key": "appointment:a1",
+                "kind": "missing_in_qbo",
+                "ledger": {"total": 238.5},
+            },
+            {"entity": "Invoice", "qbo_id": "99", "tenant_id": "other", "object_key": "appointment:z"},
+        ],
+    }
+    r = _service(stored).drift("t1", WEEK)
+    assert r["source"] == "cdc" and [e["object"] for e in r["drift"]] == ["appointment:a1"]
+    assert r["drift"][0]["action"].startswith("deleted in QuickBooks")
+    assert _service(None).drift("t1", WEEK)["source"] == "none"
