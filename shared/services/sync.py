@@ -101,6 +101,7 @@ class SyncService:
         self._client_factory = client_factory
         self._clients: dict[str, QboApi] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        self._progress = 0  # QBO documents stored by the reconcile in progress
         self.money = MoneySync(self)
 
     # ================================================================ stream entry points
@@ -120,6 +121,7 @@ class SyncService:
             return None
         version = int(item.desired_version)
         logger().append_keys(tenant_id=tenant_id, object_key=object_key, version=version)
+        self._progress = 0
         try:
             outcome = self._reconcile(item)
         except LeaseLost:
@@ -502,6 +504,7 @@ class SyncService:
                 fresh = client.read(entity, synced["id"])
                 client.delete(entity, fresh["Id"], fresh["SyncToken"], request_id=rid + "r")
             self.objects.record_slot(item, slot, {**synced, "state": "deleted"})
+            self._progress += 1
             count("QboDeleted", entity=entity)
             return None
         raise AssertionError(plan.action)
@@ -596,6 +599,7 @@ class SyncService:
         }
         info = {k: v for k, v in info.items() if v is not None}
         self.objects.record_slot(item, slot, info)
+        self._progress += 1
         return info
 
     # ================================================================ outcomes
@@ -606,7 +610,7 @@ class SyncService:
         if err.kind == ErrorKind.RECONNECT:
             count("SyncHeld")
             return Outcome("held", "QuickBooks connection needs reconnect", error=error)
-        attempts = int(item.attempts or 0) + 1
+        attempts = self._attempts_so_far(item) + 1
         if err.kind == ErrorKind.RETRYABLE and attempts < MAX_ATTEMPTS:
             count("SyncRetrying")
             return Outcome("retrying", err.message, error={**error, "attempts": attempts})
@@ -616,8 +620,13 @@ class SyncService:
             error["suggested_fix"] = "QuickBooks kept failing; check its status, then retry from the failure list."
         return Outcome("failed", err.message, error={**error, "attempts": attempts})
 
+    def _attempts_so_far(self, item: ObjectItem) -> int:
+        """Failed attempts in a row. An attempt that stored a QBO document made progress: an object with many
+        documents (a remittance) may need more attempts than MAX_ATTEMPTS when every write is uncertain."""
+        return 0 if self._progress else int(item.attempts or 0)
+
     def _finish(self, item: ObjectItem, version: int, outcome: Outcome) -> None:
-        attempts = int(item.attempts or 0)
+        attempts = self._attempts_so_far(item)
         next_at = None
         synced = None
         if outcome.status == "retrying":
