@@ -427,3 +427,16 @@ def test_drift_without_verify_reads_the_cdc_sweeps_stored_report_for_this_tenant
     assert r["source"] == "cdc" and [e["object"] for e in r["drift"]] == ["appointment:a1"]
     assert r["drift"][0]["action"].startswith("deleted in QuickBooks")
     assert _service(None).drift("t1", WEEK)["source"] == "none"
+
+
+def test_every_report_has_a_csv_layout(tmp_path: Path) -> None:
+    from shared.cli.reports import write_csv
+    from shared.services.reports import csv_rows
+
+    svc = _service({"drift": []})
+    for kind in ("revenue", "visits", "deposits", "drift"):
+        out = write_csv(csv_rows(kind, svc.report(kind, "t1", WEEK)), tmp_path / f"{kind}.csv")
+        assert out.read_text().count("\n") >= 1
+    visits_csv = (tmp_path / "visits.csv").read_text().splitlines()
+    assert visits_csv[0].startswith("visit,service_date,provider,location,payer_type,modality,invoice_id")
+    assert visits_csv[1].startswith("appointment:a1,2026-11-02,prov-a,loc-1,insurance,in_person,10")
