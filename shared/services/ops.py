@@ -371,3 +371,76 @@ ROUTES: list[Route] = [
     ("POST", "/ops/customers/<tenant>/create", create_customer, "Create a new QuickBooks customer for a patient"),
     ("POST", "/ops/customers/<tenant>/auto-accept", auto_accept, "Accept every unambiguous match above threshold"),
 ]
+
+
+_API_DESCRIPTION = (
+    "Failures, dead letters, sync status, connection health, mappings and customer matching. "
+    "In AWS every request is SigV4-signed (API Gateway AWS_IAM); on the local stack it carries X-Qbsync-Ops-Key."
+)
+
+
+def openapi() -> dict[str, Any]:
+    """OpenAPI 3.1 of the ops API, built from ``ROUTES`` (``python -m shared.services.ops`` writes
+    docs/ops-openapi.json; a test checks the file matches what is served)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, fn, summary in ROUTES:
+        oa_path = path.replace("<", "{").replace(">", "}")
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in (seg[1:-1] for seg in path.split("/") if seg.startswith("<"))
+        ]
+        op: dict[str, Any] = {
+            "operationId": fn.__name__,
+            "summary": summary,
+            "description": (fn.__doc__ or summary).strip(),
+            "security": [{"sigv4": []}, {"localKey": []}],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+                "409": {"$ref": "#/components/responses/Error"},
+            },
+        }
+        if params:
+            op["parameters"] = params
+        if method in ("POST", "PUT"):
+            op["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+        paths.setdefault(oa_path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "qbsync ops API", "version": "1.0.0", "description": _API_DESCRIPTION},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "sigv4": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "AWS SigV4"},
+                "localKey": {"type": "apiKey", "in": "header", "name": "X-Qbsync-Ops-Key"},
+            },
+            "responses": {
+                "Error": {
+                    "description": "error",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["error", "message"],
+                                "properties": {
+                                    "error": {"type": "string"},
+                                    "message": {"type": "string"},
+                                    "field": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parents[2] / "docs" / "ops-openapi.json"
+    target.write_text(json.dumps(openapi(), indent=2) + "\n")
+    print(f"wrote {target}")
