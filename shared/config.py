@@ -21,6 +21,9 @@ class Settings(BaseModel):
     secrets_prefix: str = Field(default="qbsync", alias="SECRETS_PREFIX")
     oauth_app_secret_id: str = Field(default="", alias="OAUTH_APP_SECRET_ID")
     aws_region: str = Field(default="us-east-1", alias="AWS_REGION")
+    # Endpoint overrides (local stack, tests); botocore applies them itself, qbsync only keys its clients by them.
+    aws_endpoint_url: str = Field(default="", alias="AWS_ENDPOINT_URL")
+    aws_endpoint_url_dynamodb_streams: str = Field(default="", alias="AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
     # QuickBooks environment: sandbox | production | local (the emulator). Endpoints follow from it.
     qbo_environment: Literal["sandbox", "production", "local"] = Field(default="sandbox", alias="QBO_ENVIRONMENT")
     qbo_base_url: str = Field(default="", alias="QBO_BASE_URL")

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from infra.template_check import load_template
-from shared.adapters import dynamo
+from shared.adapters import aws, dynamo, secrets
 from shared.config import reset_settings_cache
 
 BASE_ENV = {
@@ -45,17 +45,23 @@ def table_definition(logical_id: str = "LedgerTable") -> dict[str, Any]:
     return kwargs
 
 
+def _reset_process_caches() -> None:
+    """Per-container caches (settings, table binding, boto3 clients, secret values) start fresh in each test."""
+    reset_settings_cache()
+    dynamo.reset_binding()
+    aws.reset()
+    secrets.reset_client()
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     for k in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
         monkeypatch.delenv(k)
     for k, v in BASE_ENV.items():
         monkeypatch.setenv(k, v)
-    reset_settings_cache()
-    dynamo.reset_binding()
+    _reset_process_caches()
     yield BASE_ENV
-    reset_settings_cache()
-    dynamo.reset_binding()
+    _reset_process_caches()
 
 
 @pytest.fixture

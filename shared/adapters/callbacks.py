@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from typing import Any
 
-import boto3
-
-from shared.adapters import secrets
+from shared.adapters import aws, secrets
 from shared.adapters.tenants import TenantRepository
 from shared.config import get_settings
 from shared.domain import signing
@@ -23,13 +20,12 @@ from shared.domain.errors import RetryableError
 CALLBACK_ID_HEADER = "X-Qbsync-Callback-Id"
 
 
-@lru_cache(maxsize=1)
 def _sqs() -> Any:
-    return boto3.client("sqs", region_name=get_settings().aws_region)
+    return aws.client("sqs")
 
 
 def reset_clients() -> None:
-    _sqs.cache_clear()
+    aws.reset()
 
 
 class CallbackQueue:

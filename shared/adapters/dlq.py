@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
-import boto3
-
+from shared.adapters import aws
 from shared.adapters.dynamo import ObjectItem
 from shared.config import get_settings
 
 
-@lru_cache(maxsize=1)
 def _sqs() -> Any:
-    return boto3.client("sqs", region_name=get_settings().aws_region)
+    return aws.client("sqs")
 
 
 class DeadLetters:

@@ -15,29 +15,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
-import boto3
-
+from shared.adapters import aws
 from shared.config import get_settings
 
 BROWSE_VISIBILITY_S = 30
 
 
-@lru_cache(maxsize=1)
 def _sqs() -> Any:
-    return boto3.client("sqs", region_name=get_settings().aws_region)
+    return aws.client("sqs")
 
 
-@lru_cache(maxsize=1)
 def _streams() -> Any:
-    return boto3.client("dynamodbstreams", region_name=get_settings().aws_region)
+    return aws.client("dynamodbstreams")
 
 
 def reset_clients() -> None:
-    _sqs.cache_clear()
-    _streams.cache_clear()
+    aws.reset()
 
 
 @dataclass(frozen=True)

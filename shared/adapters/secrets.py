@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
+from shared.adapters import aws
 from shared.config import get_settings
 
 
-@lru_cache(maxsize=1)
 def _client() -> Any:
-    return boto3.client("secretsmanager", region_name=get_settings().aws_region)
+    return aws.client("secretsmanager")
 
 
 def reset_client() -> None:
-    _client.cache_clear()
+    aws.reset()
     _cache.clear()
 
 
