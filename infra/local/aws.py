@@ -107,7 +107,7 @@ class DynamoDBLocal:
         self._started = 0.0
         self._errors: Any = None
 
-    def start(self, region: str, timeout_s: float = 30.0) -> DynamoDBLocal:
+    def start(self, region: str, timeout_s: float = 90.0) -> DynamoDBLocal:
         """Launch and wait until it answers.
 
         Raises FileNotFoundError (no java), RuntimeError (it exited) or TimeoutError.
@@ -146,7 +146,7 @@ class DynamoDBLocal:
         self.url = f"http://127.0.0.1:{port}"
         return self
 
-    def wait_ready(self, region: str, timeout_s: float = 30.0) -> DynamoDBLocal:
+    def wait_ready(self, region: str, timeout_s: float = 90.0) -> DynamoDBLocal:
         assert self.proc is not None
         ddb = client("dynamodb", self.url, region)
         while True:

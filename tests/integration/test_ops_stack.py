@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def system() -> Iterator[LocalSystem]:
-    with LocalSystem(schedules_enabled=False, use_ddb_local=False) as s:
+    # DynamoDB Local (the default): moto's in-process server can stall a stream read under the concurrent worker.
+    with LocalSystem(schedules_enabled=False) as s:
         yield s
 
 
