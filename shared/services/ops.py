@@ -335,6 +335,13 @@ def auto_accept(r: OpsRequest) -> tuple[int, Any]:
     )
 
 
+def reports(r: OpsRequest) -> tuple[int, Any]:
+    from shared.services.reports import report_for_api  # matplotlib-free; loaded only for report calls
+
+    query = {"tenant": r.params["tenant"], "from": r.q("from"), "to": r.q("to"), "verify": r.q("verify")}
+    return 200, report_for_api(r.params["kind"], query)
+
+
 def _patient(r: OpsRequest) -> str:
     patient = r.b("patient_id")
     if not patient:
@@ -366,6 +373,7 @@ ROUTES: list[Route] = [
     ("GET", "/ops/mappings/<tenant>/unmapped", unmapped_codes, "Codes seen in events with no mapping"),
     ("POST", "/ops/mappings/<tenant>/refresh", refresh_lists, "Reload the QuickBooks lists cache"),
     ("GET", "/ops/customers/<tenant>/suggestions", suggest_matches, "Patient → QuickBooks customer suggestions"),
+    ("GET", "/ops/reports/<tenant>/<kind>", reports, "Revenue / visits / deposits / drift for a tenant and period"),
     ("POST", "/ops/customers/<tenant>/accept", accept_match, "Accept a suggested match"),
     ("POST", "/ops/customers/<tenant>/link", link_customer, "Link a patient to a given QuickBooks customer"),
     ("POST", "/ops/customers/<tenant>/create", create_customer, "Create a new QuickBooks customer for a patient"),
