@@ -18,12 +18,8 @@ from typing import Any, cast
 from pynamodb.exceptions import UpdateError
 
 from shared.adapters.dynamo import ObjectItem, bind_table
-from shared.adapters.objects import ATTENTION, now_iso, object_pk
+from shared.adapters.objects import ATTENTION, ObjectRepository, conditional_failed, now_iso, object_pk
 from shared.domain.errors import Conflict, NotFound
-
-
-def _ccf(exc: UpdateError) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def _not_leased() -> Any:
@@ -70,7 +66,7 @@ class AttentionStore:
                 condition=ObjectItem.pk.exists() & ObjectItem.status.is_in(*statuses) & _not_leased(),
             )
         except UpdateError as exc:
-            if _ccf(exc):
+            if conditional_failed(exc):
                 raise Conflict(f"{item.object_key} changed meanwhile or is being synced", field="object_key") from exc
             raise
 
@@ -89,7 +85,7 @@ class AttentionStore:
         try:
             item.update(actions=actions, condition=(ObjectItem.status == "failed") & _not_leased())
         except UpdateError as exc:
-            if _ccf(exc):
+            if conditional_failed(exc):
                 raise Conflict(f"{item.object_key} changed meanwhile or is being synced", field="object_key") from exc
             raise
 
@@ -116,7 +112,7 @@ class AttentionStore:
                 condition=(ObjectItem.status == from_status) & (ObjectItem.dirty == False) & _not_leased(),  # noqa: E712
             )
         except UpdateError as exc:
-            if _ccf(exc):
+            if conditional_failed(exc):
                 raise Conflict(f"{item.object_key} changed meanwhile or is being synced", field="object_key") from exc
             raise
 
@@ -141,7 +137,7 @@ class AttentionStore:
                 & (ObjectItem.qbo.does_not_exist() | _no_customer(item)),
             )
         except UpdateError as exc:
-            if _ccf(exc):
+            if conditional_failed(exc):
                 raise Conflict(
                     f"{item.object_key} already has a QuickBooks customer or is being synced", field="patient_id"
                 ) from exc
@@ -149,20 +145,7 @@ class AttentionStore:
 
     def touch(self, item: ObjectItem, *, reason: str) -> bool:
         """Mark dirty (any status) so the normal path re-runs the object. False if it vanished."""
-        try:
-            item.update(
-                actions=[
-                    ObjectItem.dirty.set(True),
-                    ObjectItem.status_reason.set(reason),
-                    ObjectItem.updated_at.set(now_iso()),
-                ],
-                condition=ObjectItem.pk.exists(),
-            )
-        except UpdateError as exc:
-            if _ccf(exc):
-                return False
-            raise
-        return True
+        return ObjectRepository.touch_item(item, reason=reason)
 
 
 def _no_customer(item: ObjectItem) -> Any:

@@ -30,7 +30,7 @@ def object_pk(tenant_id: str, object_key: str) -> str:
     return f"OBJ#{tenant_id}#{object_key}"
 
 
-def _conditional_failed(exc: Exception) -> bool:
+def conditional_failed(exc: Exception) -> bool:
     cause = getattr(exc, "cause_response_code", None)
     return cause == "ConditionalCheckFailedException"
 
@@ -68,7 +68,7 @@ class ObjectRepository:
                 condition=(ObjectItem.pk.does_not_exist() | (ObjectItem.desired_version < int(event.version))),
             )
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if conditional_failed(exc):
                 return False
             raise
         return True
@@ -103,7 +103,7 @@ class ObjectRepository:
                 ),
             )
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if conditional_failed(exc):
                 return None
             raise
         return self.get(tenant_id, object_key)
@@ -116,7 +116,7 @@ class ObjectRepository:
         try:
             item.update(actions=[*actions, ObjectItem.updated_at.set(now_iso())], condition=self._held())
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if conditional_failed(exc):
                 raise LeaseLost(item.object_key) from exc
             raise
 
@@ -191,13 +191,18 @@ class ObjectRepository:
                 condition=self._held() & (ObjectItem.desired_version == version),
             )
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not conditional_failed(exc):
                 raise
             # A newer version arrived (or the lease moved): record the outcome but leave dirty as it is.
             self.update(item, actions)
 
     def touch(self, item: ObjectItem, *, reason: str) -> bool:
         """Mark an object dirty again (wake a waiting / held / retrying object). False if it vanished."""
+        return self.touch_item(item, reason=reason)
+
+    @staticmethod
+    def touch_item(item: ObjectItem, *, reason: str) -> bool:
+        """``touch`` without a repository instance (ops actions use it too)."""
         try:
             item.update(
                 actions=[
@@ -208,7 +213,7 @@ class ObjectRepository:
                 condition=ObjectItem.pk.exists(),
             )
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if conditional_failed(exc):
                 return False
             raise
         return True
@@ -229,7 +234,7 @@ class ObjectRepository:
                 updated_at=now_iso(),
             ).save(condition=ObjectItem.pk.does_not_exist())
         except PutError as exc:
-            if not _conditional_failed(exc):
+            if not conditional_failed(exc):
                 raise
 
 
