@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from shared.adapters import qbo_links
 from shared.adapters.dlq import DeadLetters
 from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem, bind_table
 from shared.adapters.objects import LeaseLost, ObjectRepository
@@ -43,6 +45,7 @@ from shared.domain.errors import (
     WaitingOnDependency,
 )
 from shared.domain.events import EventType, lifecycle_for
+from shared.domain.failures import failure_kind
 from shared.domain.phi import check_payload
 from shared.domain.planner import SlotPlan, before_start_date, plan_slot, wants_invoice
 from shared.domain.tenant import Tenant, TenantMappings
@@ -101,8 +104,19 @@ class SyncService:
         self._client_factory = client_factory
         self._clients: dict[str, QboApi] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
-        self._progress = 0  # QBO documents stored by the reconcile in progress
+        # Reconciles run concurrently (one per worker thread): per-reconcile state is thread-local.
+        self._local = threading.local()
+        self._clients_lock = threading.Lock()
         self.money = MoneySync(self)
+
+    @property
+    def _progress(self) -> int:
+        """QBO documents stored by the reconcile in progress on this thread."""
+        return int(getattr(self._local, "progress", 0))
+
+    @_progress.setter
+    def _progress(self, value: int) -> None:
+        self._local.progress = value
 
     # ================================================================ stream entry points
     def apply_event(self, event: EventItem) -> bool:
@@ -120,10 +134,10 @@ class SyncService:
         if item is None:
             return None
         version = int(item.desired_version)
-        logger().append_keys(tenant_id=tenant_id, object_key=object_key, version=version)
+        logger().thread_safe_append_keys(tenant_id=tenant_id, object_key=object_key, version=version)
         self._progress = 0
         try:
-            outcome = self._reconcile(item)
+            outcome = self._reconcile_with_fresh_mappings(item)
         except LeaseLost:
             logger().warning("lease lost; another worker will finish the object")
             return None
@@ -133,6 +147,17 @@ class SyncService:
             outcome = self._outcome_for_error(item, fault.as_error())
         self._finish(item, version, outcome)
         return outcome
+
+    def _reconcile_with_fresh_mappings(self, item: ObjectItem) -> Outcome:
+        """Tenants are cached for 30 s; a missing mapping is re-checked once against a fresh tenant read, so a
+        retry right after an admin fixed the mapping succeeds instead of failing again."""
+        try:
+            return self._reconcile(item)
+        except MissingMapping:
+            cached = self._tenants.pop(item.tenant_id, None)
+            if cached is None or time.monotonic() - cached[0] < 1.0:
+                raise
+            return self._reconcile(item)
 
     # ================================================================ reconcile per kind
     def _reconcile(self, item: ObjectItem) -> Outcome:
@@ -598,8 +623,13 @@ class SyncService:
             "last_updated": (row.get("MetaData") or {}).get("LastUpdatedTime"),
         }
         info = {k: v for k, v in info.items() if v is not None}
+        first_time = (item.qbo or {}).get(slot, {}).get("id") != info["id"]
         self.objects.record_slot(item, slot, info)
         self._progress += 1
+        tenant = self._tenant(item.tenant_id)
+        if first_time and tenant is not None and tenant.realm_id:
+            # QBO id → ledger object index: the change worker finds our documents without scanning.
+            qbo_links.link(tenant.realm_id, entity, str(info["id"]), item.tenant_id, item.object_key, slot)
         return info
 
     # ================================================================ outcomes
@@ -614,7 +644,8 @@ class SyncService:
         if err.kind == ErrorKind.RETRYABLE and attempts < MAX_ATTEMPTS:
             count("SyncRetrying")
             return Outcome("retrying", err.message, error={**error, "attempts": attempts})
-        count("SyncFailed")
+        count("SyncFailed")  # the alarm's metric (service dimension only)
+        count("SyncFailedByKind", kind=failure_kind(error))
         if err.kind == ErrorKind.RETRYABLE:
             error["message"] = f"gave up after {attempts} attempts: {err.message}"
             error["suggested_fix"] = "QuickBooks kept failing; check its status, then retry from the failure list."
@@ -702,7 +733,9 @@ class SyncService:
             raise ReconnectNeeded(f"QuickBooks connection is {conn.status}", realm_id=tenant.realm_id)
         client = self._clients.get(tenant.realm_id)
         if client is None:
-            client = self._clients[tenant.realm_id] = self._client_factory(tenant.realm_id)
+            with self._clients_lock:  # one client (and so one write coalescer) per realm per container
+                client = self._clients.get(tenant.realm_id) or self._client_factory(tenant.realm_id)
+                self._clients[tenant.realm_id] = client
         return Ctx(tenant=tenant, client=client, prefs=docs.CompanyPrefs.from_summary(conn.company or {}))
 
 
