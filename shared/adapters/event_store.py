@@ -20,6 +20,7 @@ from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from shared.adapters.dynamo import EventItem, bind_table
+from shared.adapters.objects import events_of
 from shared.config import get_settings
 from shared.domain.errors import RetryableError
 from shared.domain.ingest import StoredEvent
@@ -136,5 +137,4 @@ def _code(exc: TransactWriteError | PutError) -> str:
 def events_of_object(tenant_id: str, object_key: str) -> list[dict[str, Any]]:
     """Every stored event of one source object, oldest version first (ops views, tests)."""
     bind_table()
-    rows = EventItem.query(f"OBJ#{tenant_id}#{object_key}", index_name="gsi1")
-    return [dict(r.attribute_values) for r in rows if r.rtype == "event"]
+    return [dict(r.attribute_values) for r in events_of(tenant_id, object_key) if r.rtype == "event"]

@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
+from infra.qbo_emulator import EmulatorServer
+from infra.qbo_emulator.control import EmulatorControl
+from shared.adapters.qbo import pacing
+from shared.config import reset_settings_cache
 from tests import builders as b
+from tests.sync_harness import SyncHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -238,3 +243,26 @@ def raw_table_dump() -> str:
     client = boto3.client("dynamodb", region_name=get_settings().aws_region)
     items = client.scan(TableName=get_settings().ledger_table)["Items"]
     return json.dumps(items, default=str)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorControl]:
+    """A QBO emulator per test module (127.0.0.1, free port)."""
+    server = EmulatorServer(port=0).start()
+    try:
+        yield EmulatorControl(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
+    """The sync engine against a fresh emulated company (items, classes, locations) and moto's ledger."""
+    emulator.reset()
+    monkeypatch.setenv("QBO_BASE_URL", emulator.url)
+    monkeypatch.setenv("QBO_TIMEOUT_S", "2")
+    reset_settings_cache()
+    pacing.reset_pacers()
+    h = SyncHarness(emulator, emulator.create_realm(company_name="Harness PT")["realm_id"])
+    h.setup_company()
+    return h

@@ -5,14 +5,11 @@ near-duplicates proposes the right matches and never auto-accepts an ambiguous o
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
-from shared.adapters.qbo import pacing
 from shared.adapters.qbo.client import QboClient
 from shared.adapters.qbo.types import QboApi
 from shared.services.dead_letters import DeadLetterService
@@ -22,30 +19,6 @@ from tests import builders as b
 from tests.sync_harness import EmulatorTokens, SyncHarness
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
-    emulator.reset()
-    monkeypatch.setenv("QBO_BASE_URL", emulator.url)
-    monkeypatch.setenv("QBO_TIMEOUT_S", "2")
-    from shared.config import reset_settings_cache
-
-    reset_settings_cache()
-    pacing.reset_pacers()
-    realm = emulator.create_realm(company_name="Ops Harness PT")["realm_id"]
-    h = SyncHarness(emulator, realm)
-    h.setup_company()
-    return h
 
 
 def test_dlq_redrive_of_a_write_that_had_committed_creates_no_duplicate(

@@ -4,15 +4,9 @@ platform's deposit batches, then changed by a QuickBooks user (edited, deleted, 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pytest
-
-from infra.qbo_emulator import EmulatorServer
-from infra.qbo_emulator.control import EmulatorControl
-from shared.adapters.qbo import pacing
 from shared.domain.reports import Period
 from shared.services.reports import ReportService
 from tests.sync_harness import SyncHarness
@@ -20,29 +14,6 @@ from tests.sync_harness import SyncHarness
 T = "clinic-1"
 WEEK = Period(date(2026, 11, 2), date(2026, 11, 6))
 _seq = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
-    emulator.reset()
-    monkeypatch.setenv("QBO_BASE_URL", emulator.url)
-    monkeypatch.setenv("QBO_TIMEOUT_S", "2")
-    from shared.config import reset_settings_cache
-
-    reset_settings_cache()
-    pacing.reset_pacers()
-    h = SyncHarness(emulator, emulator.create_realm(company_name="Deposits PT")["realm_id"])
-    h.setup_company()
-    return h
 
 
 def event(etype: str, version: int, data: dict[str, Any]) -> dict[str, Any]:

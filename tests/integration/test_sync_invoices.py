@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,35 +11,10 @@ import boto3
 import pytest
 
 from infra.demo.scenario import pt_week
-from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
-from shared.adapters.qbo import pacing
+from shared.adapters.objects import events_of
 from shared.services.sweeps import retry_sweep
 from tests.sync_harness import SyncHarness, money
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
-    emulator.reset()
-    monkeypatch.setenv("QBO_BASE_URL", emulator.url)
-    monkeypatch.setenv("QBO_TIMEOUT_S", "2")
-    from shared.config import reset_settings_cache
-
-    reset_settings_cache()
-    pacing.reset_pacers()
-    realm = emulator.create_realm(company_name="Harness PT")["realm_id"]
-    h = SyncHarness(emulator, realm)
-    h.setup_company()
-    return h
 
 
 def _books_summary(h: SyncHarness) -> dict[str, tuple[str, Decimal]]:
@@ -183,3 +157,19 @@ def test_no_phi_reaches_quickbooks(harness: SyncHarness, emulator: EmulatorContr
             assert p[field] not in sent, field
     for needle in ("M54.5", "M25.561", "knee rehab", "less pain"):
         assert needle not in sent
+
+
+def test_an_older_version_never_overwrites_a_newer_one(harness: SyncHarness) -> None:
+    sc = pt_week(harness.tenant_id, appointments=1, patients=1, seed=4, phi=False)
+    completed = next(e for e in sc.events if e["type"] == "appointment.completed")
+    newer = {**completed, "id": "evt-newer", "version": 5}
+    newer["data"] = {**completed["data"], "lines": [{"service_code": "97110", "units": 1, "unit_price": "99.00"}]}
+    older = {**completed, "id": "evt-older", "version": 3}
+    harness.store([e for e in sc.events if e["type"] == "patient.upserted"] + [newer, older])
+    harness.drain()
+
+    appt = harness.service.objects.get(harness.tenant_id, "appointment:appt-0001")
+    assert appt is not None and appt.desired_version == 5 and appt.desired_event_id == "evt-newer"
+    outcomes = {e.event_id: e.outcome for e in events_of(harness.tenant_id, appt.object_key)}
+    assert outcomes == {"evt-newer": "applied", "evt-older": "stale"}
+    assert [money(i["TotalAmt"]) for i in harness.invoices()] == [Decimal("99.00")]

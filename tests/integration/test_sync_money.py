@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,9 +12,7 @@ from typing import Any
 import pytest
 
 from infra.demo.scenario import pt_week
-from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
-from shared.adapters.qbo import pacing
 from shared.services.sweeps import retry_sweep
 from tests.sync_harness import SyncHarness, money
 
@@ -25,30 +22,6 @@ LINES = [
     {"service_code": "97140", "units": 1, "unit_price": "78.50"},
 ]  # 248.50
 VISIT_TOTAL = Decimal("248.50")
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
-    emulator.reset()
-    monkeypatch.setenv("QBO_BASE_URL", emulator.url)
-    monkeypatch.setenv("QBO_TIMEOUT_S", "2")
-    from shared.config import reset_settings_cache
-
-    reset_settings_cache()
-    pacing.reset_pacers()
-    realm = emulator.create_realm(company_name="Money PT")["realm_id"]
-    h = SyncHarness(emulator, realm)
-    h.setup_company()
-    return h
 
 
 # ---------------------------------------------------------------------------------------------- builders
