@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from infra.demo.scenario import Scenario
 from infra.local.system import LocalSystem
 from shared.adapters.dynamo import EventItem, ObjectItem, bind_table
 from shared.domain import signing
+from shared.domain.errors import Unauthorized
 from shared.services.tenants import create_tenant, update_tenant
 
 Progress = Callable[[str, int, int], None]
@@ -43,6 +45,9 @@ class DemoResult:
     reasons: dict[str, int] = field(default_factory=dict)
     unaccounted: list[str] = field(default_factory=list)
     books: dict[str, Any] = field(default_factory=dict)
+    books_synced: dict[str, Any] = field(default_factory=dict)  # before the bookkeeper's edits in QuickBooks
+    qbo_side_changes: dict[str, str] = field(default_factory=dict)
+    callbacks: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -60,17 +65,59 @@ class DemoResult:
             "reasons": self.reasons,
             "unaccounted": self.unaccounted,
             "books": self.books,
+            "books_as_synced": self.books_synced,
+            "qbo_side_changes": self.qbo_side_changes,
+            "platform_callbacks": self.callbacks,
             "seconds": round(self.seconds, 1),
             "ok": self.ok,
         }
 
 
-def onboard(system: LocalSystem, tenant_id: str, company_name: str) -> tuple[str, str]:
+class CallbackReceiver:
+    """The booking platform's callback endpoint for the demo: records every signed callback it receives."""
+
+    def __init__(self) -> None:
+        from werkzeug.serving import make_server
+        from werkzeug.wrappers import Request, Response
+
+        self.received: list[dict[str, Any]] = []
+
+        @Request.application  # type: ignore[misc]
+        def app(request: Request) -> Response:
+            self.received.append(
+                {"body": request.get_data(), "signature": request.headers.get("X-Qbsync-Signature", "")}
+            )
+            return Response("", status=204)
+
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/qbsync/callbacks"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def verified_types(self, secret: str) -> Counter[str]:
+        """Callback types whose signature verifies with the tenant's signing secret."""
+        types: Counter[str] = Counter()
+        for cb in self.received:
+            try:
+                signing.verify(cb["body"], cb["signature"], [secret], now=time.time(), tolerance_s=300)
+            except Unauthorized:  # an unverifiable callback is not counted
+                continue
+            types[json.loads(cb["body"])["type"]] += 1
+        return types
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def onboard(
+    system: LocalSystem, tenant_id: str, company_name: str, *, callback_url: str | None = None
+) -> tuple[str, str]:
     """Tenant + emulated company + OAuth connect through the gateway + mappings. Returns (realm, secret)."""
     control = system.control
     realm_id = str(control.create_realm(company_name=company_name)["realm_id"])
     setup_company(control, realm_id)
-    created = create_tenant(tenant_id, company_name)
+    settings = {"direction": "both"} if callback_url else None
+    created = create_tenant(tenant_id, company_name, callback_url=callback_url, settings=settings)
     connect_through_oauth(system.api_url, tenant_id, realm_id)
     update_tenant(tenant_id, changes={f"mappings.{k}": v for k, v in mappings().items()})
     return realm_id, created.signing_secret
@@ -155,10 +202,28 @@ def run_scenario(
     seed: int = 42,
     dup_rate: float = 0.1,
     progress: Progress | None = None,
-    before_wait: Callable[[str], None] | None = None,
+    qbo_side_changes: bool = True,
+) -> DemoResult:
+    receiver = CallbackReceiver()
+    try:
+        return _run(system, scenario, receiver, tenant_id, company_name, seed, dup_rate, progress, qbo_side_changes)
+    finally:
+        receiver.stop()
+
+
+def _run(
+    system: LocalSystem,
+    scenario: Scenario,
+    receiver: CallbackReceiver,
+    tenant_id: str,
+    company_name: str,
+    seed: int,
+    dup_rate: float,
+    progress: Progress | None,
+    qbo_side_changes: bool,
 ) -> DemoResult:
     started = time.monotonic()
-    realm_id, secret = onboard(system, tenant_id, company_name)
+    realm_id, secret = onboard(system, tenant_id, company_name, callback_url=receiver.url)
     result = DemoResult(tenant_id=tenant_id, realm_id=realm_id)
     order = deliveries(list(scenario.events), random.Random(seed), dup_rate, window=6)
     result.sent = len(order)
@@ -168,13 +233,43 @@ def run_scenario(
     if progress:
         progress("waiting for QuickBooks sync", 0, 1)
     system.wait_idle(timeout=600)
-    if before_wait is not None:
-        before_wait(realm_id)
+    result.books_synced = books_summary(system, realm_id, tenant_id)
+    if qbo_side_changes:
+        if progress:
+            progress("a bookkeeper edits and deletes invoices in QuickBooks", 0, 1)
+        result.qbo_side_changes = edit_and_delete_in_qbo(system, realm_id)
         system.wait_idle(timeout=600)
     account(result, accepted)
+    result.callbacks = dict(receiver.verified_types(secret))
     result.books = books_summary(system, realm_id, tenant_id)
     result.seconds = time.monotonic() - started
     return result
+
+
+def edit_and_delete_in_qbo(system: LocalSystem, realm_id: str) -> dict[str, str]:
+    """A bookkeeper working in QuickBooks: changes the memo-free line amount of one invoice and deletes another
+    (with no payment applied). Webhooks tell qbsync, which tells the platform through signed callbacks."""
+    control = system.control
+    invoices = sorted(
+        (i for i in control.books(realm_id).get("Invoice", []) if not i.get("LinkedTxn")), key=lambda i: i["Id"]
+    )
+    if len(invoices) < 2:
+        return {}
+    edited, deleted = invoices[0], invoices[-1]
+    lines = [ln for ln in edited["Line"] if ln.get("DetailType") == "SalesItemLineDetail"]
+    first = lines[0]
+    detail = first["SalesItemLineDetail"]
+    new_price = Decimal(str(detail.get("UnitPrice", first["Amount"]))) + Decimal("5.00")
+    qty = Decimal(str(detail.get("Qty", 1)))
+    first = {
+        **first,
+        "Amount": float(new_price * qty),
+        "SalesItemLineDetail": {**detail, "UnitPrice": float(new_price)},
+    }
+    body = {"Id": edited["Id"], "SyncToken": edited["SyncToken"], "sparse": True, "Line": [first, *lines[1:]]}
+    control.ui(realm_id, "Invoice", "update", body)
+    control.ui(realm_id, "Invoice", "delete", {"Id": deleted["Id"], "SyncToken": deleted["SyncToken"]})
+    return {"edited": str(edited.get("DocNumber")), "deleted": str(deleted.get("DocNumber"))}
 
 
 def account(result: DemoResult, accepted: set[str]) -> None:

@@ -37,7 +37,8 @@ def demo(appointments: int, patients: int, serve: bool, no_ddb_local: bool, out:
     scenario = pt_week(
         "demo-clinic", appointments=appointments, patients=patients, seed=42, cancel_rate=0.06, no_show_rate=0.04
     )
-    system = LocalSystem(use_ddb_local=not no_ddb_local, schedule_interval_override_s=5.0)
+    # Sweeps every 20 s (not every 15 min / 1 min as deployed) so retries and CDC show up within the demo.
+    system = LocalSystem(use_ddb_local=not no_ddb_local, schedule_interval_override_s=20.0)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -96,11 +97,23 @@ def _print_summary(r: dict[str, Any], expected_total: Any, report: Path, *, cons
         for reason, n in r["reasons"].items():
             t.add_row(reason, str(n))
         console.print(t)
+    synced = r["books_as_synced"]
+    console.print(
+        f"[bold]As qbsync synced them[/bold]: {synced['invoices']} invoices, invoiced {synced['invoiced_total']} "
+        f"(the platform says {expected_total})"
+    )
+    changes, callbacks = r["qbo_side_changes"], r["platform_callbacks"]
+    if changes:
+        console.print(
+            f"[bold]A bookkeeper then edited invoice {changes['edited']} and deleted {changes['deleted']} in "
+            f"QuickBooks[/bold]; the platform received signed callbacks: "
+            + (", ".join(f"{t} x{n}" for t, n in sorted(callbacks.items())) or "none")
+        )
     b = r["books"]
     console.print(
-        f"[bold]The books in QuickBooks[/bold]: {b['invoices']} invoices, {b['customers']} customers, "
-        f"{b['payments']} payments, {b['credit_memos']} credit memos; invoiced {b['invoiced_total']} "
-        f"(platform says {expected_total}), open balance {b['open_balance']}"
+        f"[bold]The books in QuickBooks now[/bold]: {b['invoices']} invoices, {b['customers']} customers, "
+        f"{b['payments']} payments, {b['credit_memos']} credit memos; invoiced {b['invoiced_total']}, "
+        f"open balance {b['open_balance']}"
     )
     for dim, rows in b["revenue"].items():
         t = Table(title=f"Revenue by {dim.replace('_', ' ')}")

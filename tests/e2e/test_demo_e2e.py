@@ -28,7 +28,7 @@ def test_reduced_week_lands_in_quickbooks_to_the_cent(system: LocalSystem) -> No
 
     assert result.ok, result.unaccounted[:5]
     assert result.duplicates_sent > 0
-    books = result.books
+    books = result.books_synced  # as qbsync left them, before the bookkeeper's edits below
     assert books["invoices"] == len(sc.invoiced)
     assert Decimal(books["invoiced_total"]) == sc.total
     assert {k: Decimal(v) for k, v in books["revenue"]["provider"].items()} == {
@@ -44,6 +44,9 @@ def test_reduced_week_lands_in_quickbooks_to_the_cent(system: LocalSystem) -> No
     # Cancelled visits are skipped with the rule named, never invoiced.
     cancelled = [e["data"]["appointment_id"] for e in sc.events if e["type"] == "appointment.cancelled"]
     assert cancelled and result.reasons.get("skipped: appointment cancelled") == len(cancelled)
+    # A bookkeeper's edit and delete in QuickBooks reach the platform as signed callbacks, once each.
+    assert set(result.qbo_side_changes) == {"edited", "deleted"}
+    assert result.callbacks == {"invoice.updated_in_qbo": 1, "invoice.deleted_in_qbo": 1}
     # PHI never reached QuickBooks.
     sent = json.dumps(system.control.requests(result.realm_id))
     for p in sc.patients.values():
