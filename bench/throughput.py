@@ -24,7 +24,9 @@ def run_throughput(visits: int, patients: int) -> dict[str, Any]:
     from infra.local.system import LocalSystem
     from shared.adapters.dynamo import ObjectItem, bind_table
 
-    with LocalSystem(schedules_enabled=True, schedule_interval_override_s=5.0, emulator_limits=True) as system:
+    # Schedules (CDC and retry sweeps) are maintenance, not the sync path: off, so they neither add metered
+    # reads nor keep the stack from going idle.
+    with LocalSystem(schedules_enabled=False, emulator_limits=True) as system:
         control = system.control
         realm, secret = onboard(system, "bench-clinic", "Bench PT")
         sc = pt_week("bench-clinic", appointments=visits, patients=patients, seed=3, phi=False, copays=True)

@@ -40,7 +40,7 @@ class Settings(BaseModel):
     qbo_batch_size: int = Field(default=30, alias="QBO_BATCH_SIZE")
     qbo_timeout_s: float = Field(default=30.0, alias="QBO_TIMEOUT_S")
     # Objects reconciled concurrently per sync-worker invocation; their writes share /batch calls per realm.
-    sync_concurrency: int = Field(default=32, ge=1, le=100, alias="SYNC_CONCURRENCY")
+    sync_concurrency: int = Field(default=64, ge=1, le=100, alias="SYNC_CONCURRENCY")
     # Observability
     tracing_enabled: bool = Field(default=False, alias="QBSYNC_TRACING")
     ops_local_key: str = Field(default="", alias="OPS_LOCAL_KEY")

@@ -91,16 +91,23 @@ class ObjectRepository:
         yield from cast(Iterator[ObjectItem], ObjectItem.gsi2.query(f"WAIT#{tenant_id}#{object_key}"))
 
     # ---------------------------------------------------------------- lease
-    def claim(self, tenant_id: str, object_key: str, lease_s: int = 120) -> ObjectItem | None:
-        """Take the object's lease (None if another worker holds it or the object does not exist)."""
+    def claim(
+        self, tenant_id: str, object_key: str, lease_s: int = 120, *, only_dirty: bool = False
+    ) -> ObjectItem | None:
+        """Take the object's lease (None if another worker holds it or the object does not exist).
+
+        ``only_dirty``: also None when the object has nothing left to do. Every write during a reconcile emits a
+        stream record that still says dirty; this turns those late records into one cheap failed condition.
+        """
         item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
         now = int(time.time())
+        condition = ObjectItem.pk.exists() & (ObjectItem.lease_until.does_not_exist() | (ObjectItem.lease_until < now))
+        if only_dirty:
+            condition = condition & (ObjectItem.dirty == True)  # noqa: E712 - a DynamoDB condition, not a bool test
         try:
             item.update(
                 actions=[ObjectItem.lease_until.set(now + lease_s), _owner_attr().set(self.owner)],
-                condition=(
-                    ObjectItem.pk.exists() & (ObjectItem.lease_until.does_not_exist() | (ObjectItem.lease_until < now))
-                ),
+                condition=condition,
             )
         except UpdateError as exc:
             if conditional_failed(exc):

@@ -18,4 +18,10 @@ def default_client_factory(realm_id: str) -> QboApi:
 
     # Throttling seen is recorded on the connection so ops see it in connection health.
     inner = QboClient(realm_id, tokens=TokenManager(), on_throttled=ConnectionRepository().mark_throttled)
-    return CoalescingClient(inner, workers=WORKERS, max_items=get_settings().qbo_batch_size)
+    settings = get_settings()
+    return CoalescingClient(
+        inner,
+        workers=WORKERS,
+        max_items=settings.qbo_batch_size,
+        min_interval_s=60.0 / settings.qbo_batch_per_min,
+    )

@@ -130,7 +130,7 @@ class SyncService:
 
     def reconcile(self, tenant_id: str, object_key: str) -> Outcome | None:
         """Bring one object's QBO documents in line with its desired state. None if another worker has it."""
-        item = self.objects.claim(tenant_id, object_key)
+        item = self.objects.claim(tenant_id, object_key, only_dirty=True)
         if item is None:
             return None
         version = int(item.desired_version)

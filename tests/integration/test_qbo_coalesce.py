@@ -90,3 +90,21 @@ def test_a_lost_batch_response_reaches_every_caller_as_uncertain(
     assert all(isinstance(r, QboFault) and r.uncertain for r in results)
     # The batch committed: the callers' read-back (the sync engine's job) finds every customer.
     assert len(control.books(inner.realm_id)["Customer"]) == 4
+
+
+def test_writes_arriving_while_the_batch_budget_refills_go_out_together(
+    realm_client: tuple[EmulatorControl, QboClient],
+) -> None:
+    control, inner = realm_client
+    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=1.5)
+    # One write goes out at once (first batch); ten more arrive right after it: they wait for the
+    # budget and leave as a single second batch instead of ten.
+    client.create("Customer", {"DisplayName": "Patient E00"}, request_id="e0")
+    before = control.stats(inner.realm_id)["batch"]
+    results = _run_workers(
+        client,
+        10,
+        lambda i: client.create("Customer", {"DisplayName": f"Patient E{i + 1:02d}"}, request_id=f"e{i + 1}"),
+    )
+    assert all(isinstance(r, dict) for r in results)
+    assert control.stats(inner.realm_id)["batch"] - before == 1

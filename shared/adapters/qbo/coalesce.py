@@ -62,12 +62,23 @@ class CoalescingClient:
     """A ``QboApi`` over another one (the realm's ``QboClient``) that coalesces writes into ``/batch``."""
 
     def __init__(
-        self, inner: QboApi, *, workers: Workers | None = None, max_items: int = 30, linger_s: float = 0.05
+        self,
+        inner: QboApi,
+        *,
+        workers: Workers | None = None,
+        max_items: int = 30,
+        linger_s: float = 0.05,
+        min_interval_s: float = 0.0,
     ) -> None:
+        """``min_interval_s``: the realm's batch budget as a spacing (60 / batch calls per minute). A batch is
+        not sent sooner than that after the previous one unless it is full: while the budget refills, writes
+        keep accumulating, so each batch call carries as many as it can."""
         self.inner = inner
         self.realm_id = inner.realm_id
         self.max_items = max_items
         self.linger_s = linger_s
+        self.min_interval_s = min_interval_s
+        self._last_flush = 0.0
         self.workers = workers or Workers()
         self._cond = self.workers.cond
         self._queue: list[_Pending] = []
@@ -125,13 +136,16 @@ class CoalescingClient:
             deadline = time.monotonic() + self.linger_s
             try:
                 while not pending.done.is_set():
-                    ready = (
-                        len(self._queue) >= self.max_items or self.workers.active <= 0 or time.monotonic() >= deadline
+                    now = time.monotonic()
+                    spaced = now - self._last_flush >= self.min_interval_s
+                    ready = len(self._queue) >= self.max_items or (
+                        spaced and (self.workers.active <= 0 or now >= deadline)
                     )
                     if ready and not self._flushing and self._queue:
                         self._flush_locked()
                         continue
-                    self._cond.wait(timeout=max(0.0, min(self.linger_s, deadline - time.monotonic())) or 0.005)
+                    wake = max(deadline, self._last_flush + self.min_interval_s) - now
+                    self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
             finally:
                 self.workers.active += 1
         if pending.error is not None:
@@ -145,6 +159,7 @@ class CoalescingClient:
         """Send up to ``max_items`` queued writes as one batch (the lock is released during the call)."""
         take, self._queue = self._queue[: self.max_items], self._queue[self.max_items :]
         self._flushing = True
+        self._last_flush = time.monotonic()
         # One requestid per batch, derived from its items' own requestids (≤ 36 chars for QBO batches).
         digest = hashlib.sha256("|".join(p.request_id for p in take).encode()).hexdigest()
         self._cond.release()
