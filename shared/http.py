@@ -58,7 +58,7 @@ def request_body(event: Mapping[str, Any]) -> bytes:
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise BadRequest("body is not valid base64") from exc
+        raise BadRequest("body is not valid base64", field="body") from exc
 
 
 def respond(

@@ -218,9 +218,9 @@ def _decode(body: bytes) -> Any:
     try:
         return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
     except RecursionError as exc:
-        raise BadRequest("body is nested too deeply") from exc
+        raise BadRequest("body is nested too deeply", field="body") from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise BadRequest(f"body is not valid JSON: {_json_problem(exc)}") from exc
+        raise BadRequest(f"body is not valid JSON: {_json_problem(exc)}", field="body") from exc
 
 
 def _json_problem(exc: ValueError) -> str:
@@ -246,7 +246,7 @@ def _split(doc: Any) -> list[tuple[str, Any]]:
         return [(f"events[{i}]", raw) for i, raw in enumerate(batch)]
     if isinstance(doc, dict):
         return [("", doc)]
-    raise BadRequest('body must be one event object or {"events": [...]}')
+    raise BadRequest('body must be one event object or {"events": [...]}', field="body")
 
 
 def _validate(items: Sequence[tuple[str, Any]], tenant_id: str) -> list[Event]:
