@@ -65,7 +65,8 @@ def parse(header: str) -> ParsedSignature:
         if not sep:
             raise _unauthorized("signature header must look like t=<unix seconds>,v1=<hex>")
         if key == "t":
-            if timestamp is not None or not value.isdigit():
+            # ASCII only: str.isdigit() also accepts "²" or "١", which int() then rejects or reads oddly.
+            if timestamp is not None or not (value.isascii() and value.isdigit()):
                 raise _unauthorized("signature header needs exactly one numeric t=")
             timestamp = int(value)
         elif key == SCHEME:
