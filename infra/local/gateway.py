@@ -18,13 +18,18 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from infra.local.runtime import Runtime
 from infra.local.template import RouteSpec
 
 log = logging.getLogger("qbsync.local")
+
+# Seconds a client may stay silent while sending its request (or between keep-alive requests). Without it a
+# client that announces a Content-Length and then stalls (slow loris) holds a thread forever.
+READ_TIMEOUT_S = 30.0
 
 _TEXT_TYPES = (
     "text/",
@@ -80,7 +85,8 @@ class Gateway:
         self._binary_types: set[str] = set()
 
     def start(self, port: int = 0) -> Gateway:
-        self._server = make_server("127.0.0.1", port, self._wsgi, threaded=True)
+        handler = type("TimedRequestHandler", (WSGIRequestHandler,), {"timeout": READ_TIMEOUT_S})
+        self._server = make_server("127.0.0.1", port, self._wsgi, threaded=True, request_handler=handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(
@@ -117,6 +123,10 @@ class Gateway:
         if found is None:
             return _json_response(404, {"message": "Not Found"})
         route, params = found
+        try:
+            request.get_data(cache=True)  # the whole body before the function runs, as API Gateway does
+        except (ClientDisconnected, TimeoutError, ConnectionError):  # werkzeug wraps a read timeout
+            return _json_response(408, {"message": "Request Timeout"})
         event = (
             self._event_v1(request, route, params)
             if route.payload_version == "1.0"

@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported for this package)
     Answer,
+    Poster,
     TenantKeys,
     handler_send,
     make_poster,

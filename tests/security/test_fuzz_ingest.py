@@ -123,7 +123,7 @@ def hostile_headers(draw: st.DrawFn, keys: TenantKeys, body: bytes) -> dict[str,
         headers[signing.SIGNATURE_HEADER] = draw(st.text(max_size=200))
     elif sig == "stale":
         headers[signing.SIGNATURE_HEADER] = signing.sign(body, keys.secret, now - draw(st.integers(301, 10**9)))
-    elif sig == "odd_digits":  # Unicode digits and numbers ("²", "١", "Ⅻ") where t= expects ASCII digits
+    elif sig == "odd_digits":  # non-ASCII digits (superscripts, other scripts) where t= expects ASCII
         digits = draw(st.text(st.characters(categories=["Nd", "No"]).filter(str.isdigit), min_size=1, max_size=12))
         headers[signing.SIGNATURE_HEADER] = f"t={digits},v1={signing.compute(body, keys.secret, now)}"
     elif sig == "many":
