@@ -7,10 +7,14 @@ tests exercise exactly what the rest of the suite does.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
+from tests.conftest import BASE_ENV, table_definition
 from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported for this package)
     Answer,
     Poster,
@@ -23,6 +27,38 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported fo
     tenant,
     webhook,
 )
+
+
+@pytest.fixture(scope="module")
+def _module_moto() -> Iterator[dict[str, str]]:
+    """One in-process moto (ledger table, queues) per test module: creating it per test costs ~0.5 s, and
+    every test here makes its own tenant, so tests cannot see each other's data anyway."""
+    from moto import mock_aws
+
+    from shared.adapters import dynamo
+    from shared.config import reset_settings_cache
+
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        for k in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+            mp.delenv(k)
+        for k, v in BASE_ENV.items():
+            mp.setenv(k, v)
+        boto3.client("dynamodb").create_table(**table_definition())
+        sqs = boto3.client("sqs")
+        urls = {n: sqs.create_queue(QueueName=n)["QueueUrl"] for n in ("DeadLetterQueue", "CallbackQueue")}
+        mp.setenv("DLQ_URL", urls["DeadLetterQueue"])
+        mp.setenv("CALLBACK_QUEUE_URL", urls["CallbackQueue"])
+        reset_settings_cache()
+        dynamo.reset_binding()
+        yield {**BASE_ENV, "DLQ_URL": urls["DeadLetterQueue"], "CALLBACK_QUEUE_URL": urls["CallbackQueue"]}
+        reset_settings_cache()
+        dynamo.reset_binding()
+
+
+@pytest.fixture
+def moto_aws(_module_moto: dict[str, str]) -> dict[str, str]:
+    """Overrides the suite's per-test moto with the module's (see ``_module_moto``)."""
+    return _module_moto
 
 
 def event_count() -> int:
