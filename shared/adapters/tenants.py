@@ -92,6 +92,9 @@ class TenantRepository:
             ) from exc
 
 
+_FORCED_REREAD_S = 1.0
+
+
 class SigningKeyring:
     """The ingest's ``SigningKeys``: tenant record (cached per container) → its signing secret JSON."""
 
@@ -100,15 +103,23 @@ class SigningKeyring:
         self._tenant_ttl_s = tenant_ttl_s
         self._secret_ttl_s = secret_ttl_s
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        self._forced_at: dict[str, float] = {}
 
     def secrets_for(self, tenant_id: str, *, fresh: bool = False) -> Sequence[str] | None:
         tenant = self._tenant(tenant_id, fresh=fresh)
         if tenant is None or tenant.status != "active":
             return None
-        # A forced refresh still reuses a value read in the last second: bad signatures cannot make
-        # every request a Secrets Manager call.
+        max_age_s = self._secret_ttl_s
+        if fresh:
+            # At most one forced re-read per tenant per second, so bad signatures cannot make every request a
+            # Secrets Manager call. Counted from the last forced re-read, not from when the value was cached:
+            # a value cached a moment before a rotation must not refuse the new secret for that second.
+            now = time.monotonic()
+            if now - self._forced_at.get(tenant_id, -_FORCED_REREAD_S) >= _FORCED_REREAD_S:
+                self._forced_at[tenant_id] = now
+                max_age_s = 0.0
         try:
-            value = secrets.get_json(tenant.signing_secret_id, max_age_s=1.0 if fresh else self._secret_ttl_s)
+            value = secrets.get_json(tenant.signing_secret_id, max_age_s=max_age_s)
         except KeyError:
             return []
         return [s for s in (value.get("current"), value.get("previous")) if isinstance(s, str) and s]
