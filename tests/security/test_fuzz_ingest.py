@@ -25,7 +25,7 @@ from tests import builders as b
 from tests.security.conftest import TenantKeys, forget_events, ledger_size, stored_ids
 
 FUZZ = settings(
-    max_examples=800,
+    max_examples=600,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -204,7 +204,7 @@ def test_arbitrary_bytes_headers_and_signatures_never_5xx_and_store_nothing(
         forget_events(tenant.tenant_id, answer["event_ids"])
 
 
-@settings(FUZZ, max_examples=500)  # accepted batches cost a moto transaction each
+@settings(FUZZ, max_examples=300)  # accepted batches cost a moto transaction each
 @given(data=st.data())
 def test_signed_mutated_events_are_stored_whole_or_not_at_all(
     fuzz_ledger: Any, tenant: TenantKeys, data: st.DataObject
@@ -226,7 +226,7 @@ def test_signed_mutated_events_are_stored_whole_or_not_at_all(
         assert ledger_size() == before, answer
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_garbage_base64_and_broken_gateway_events_are_4xx(
     fuzz_ledger: Any, tenant: TenantKeys, data: st.DataObject

@@ -20,7 +20,7 @@ from tests import builders as b
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
-CASES = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+CASES = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 PARAMS = st.dictionaries(
     st.sampled_from(["tenant", "code", "state", "realmId", "error", "error_description", "x"]) | st.text(max_size=8),
     st.text(max_size=60),
