@@ -65,7 +65,7 @@ def parse(header: str) -> ParsedSignature:
         if not sep:
             raise _unauthorized("signature header must look like t=<unix seconds>,v1=<hex>")
         if key == "t":
-            # ASCII only: str.isdigit() also accepts "²" or "١", which int() then rejects or reads oddly.
+            # ASCII only: str.isdigit() also accepts superscripts and other scripts, which int() rejects.
             if timestamp is not None or not (value.isascii() and value.isdigit()):
                 raise _unauthorized("signature header needs exactly one numeric t=")
             timestamp = int(value)
