@@ -42,7 +42,7 @@ format: venv ## Apply ruff formatting and fixes
 	$(BIN)/ruff check --fix .
 
 test: venv ddb-local ## The whole suite: unit, template checks, integration, e2e
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tests only (no network, seconds)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -20,9 +20,11 @@ from infra.demo.company import setup_company
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem
 from shared.adapters.qbo.client import QboClient
+from shared.adapters.qbo.pacing import Pacer
 from shared.adapters.qbo.types import QboApi
 from shared.domain.events import EventEnvelope, parse_event
 from shared.services.sync import SyncService
+from tests.fakes import MemoryPaceStore
 
 
 class EmulatorTokens:
@@ -54,7 +56,8 @@ class SyncHarness:
         tokens = EmulatorTokens(self.control)
 
         def factory(realm: str) -> QboApi:
-            client = QboClient(realm, tokens=tokens)
+            # Pacing itself has its own tests (on DynamoDB too); here it runs in memory so engine tests stay fast.
+            client = QboClient(realm, tokens=tokens, pacer=Pacer(realm, store=MemoryPaceStore()))
             self.clients.append(client)
             return client
 

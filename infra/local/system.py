@@ -30,6 +30,7 @@ class LocalSystem:
         schedule_interval_override_s: float | None = None,
         webhook_format: str = "cloudevents",
         emulator_limits: bool = True,
+        quiet: bool = False,
     ) -> None:
         self.template = Path(template)
         self.use_ddb_local = use_ddb_local
@@ -37,6 +38,7 @@ class LocalSystem:
         self.schedule_interval_override_s = schedule_interval_override_s
         self.webhook_format = webhook_format
         self.emulator_limits = emulator_limits
+        self.quiet = quiet  # handlers log warnings only (the demo prints its own summary)
         self.client_id = "qbsync-local-app"
         self.client_secret = secrets.token_urlsafe(24)
         self.verifier_token = secrets.token_urlsafe(24)
@@ -57,6 +59,7 @@ class LocalSystem:
                 # intuit-oauth / requests-oauthlib refuse plain http unless told it is a local test setup.
                 "OAUTHLIB_INSECURE_TRANSPORT": "1",
                 "OPS_LOCAL_KEY": secrets.token_urlsafe(16),
+                **({"POWERTOOLS_LOG_LEVEL": "WARNING"} if self.quiet else {}),
             },
         )
         try:

@@ -38,7 +38,7 @@ def demo(appointments: int, patients: int, serve: bool, no_ddb_local: bool, out:
         "demo-clinic", appointments=appointments, patients=patients, seed=42, cancel_rate=0.06, no_show_rate=0.04
     )
     # Sweeps every 20 s (not every 15 min / 1 min as deployed) so retries and CDC show up within the demo.
-    system = LocalSystem(use_ddb_local=not no_ddb_local, schedule_interval_override_s=20.0)
+    system = LocalSystem(use_ddb_local=not no_ddb_local, schedule_interval_override_s=20.0, quiet=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

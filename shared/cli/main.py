@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from typing import Any
 
 import click
@@ -47,6 +48,8 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="qbsync")
 def cli() -> None:
     """qbsync: the booking platform's money in QuickBooks Online, exactly once, without PHI."""
+    # A command-line process is not a Lambda: CloudWatch EMF lines would only pollute stdout (and --json).
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 
 def main() -> None:

@@ -1,0 +1,36 @@
+"""In-memory stand-ins shared by tests (no network, no DynamoDB)."""
+
+from __future__ import annotations
+
+import threading
+
+
+class MemoryPaceStore:
+    """The same GCRA / leased-slot rules as DynamoPaceStore, in memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tat: dict[tuple[str, str], float] = {}
+        self.slots: dict[tuple[str, int], tuple[str, float]] = {}
+
+    def take(self, realm_id: str, bucket: str, now: float, interval: float, tolerance: float) -> float:
+        with self._lock:
+            tat = max(self.tat.get((realm_id, bucket), 0.0), now)
+            if tat - now > tolerance:
+                return tat - tolerance - now
+            self.tat[(realm_id, bucket)] = tat + interval
+            return 0.0
+
+    def claim_slot(self, realm_id: str, slots: int, owner: str, now: float, lease_s: float) -> int | None:
+        with self._lock:
+            for n in range(slots):
+                held = self.slots.get((realm_id, n))
+                if held is None or held[1] < now:
+                    self.slots[(realm_id, n)] = (owner, now + lease_s)
+                    return n
+            return None
+
+    def release_slot(self, realm_id: str, slot: int, owner: str) -> None:
+        with self._lock:
+            if self.slots.get((realm_id, slot), ("", 0))[0] == owner:
+                del self.slots[(realm_id, slot)]
