@@ -686,10 +686,24 @@ class SyncService:
         )
         if outcome.status == "failed":
             self.dlq.send_failure(item, outcome.error or {}, version)
+        if outcome.waiting_on:
+            self._recheck_wait(item, outcome.waiting_on)
         if outcome.status == "synced":
             count("ObjectSynced")
             for dependent in self.objects.waiting_on(item.tenant_id, item.object_key):
                 self.objects.touch(dependent, reason=f"{item.object_key} synced")
+
+    def _recheck_wait(self, item: ObjectItem, waiting_on: str) -> None:
+        """Close the lost wake-up: the prerequisite may have synced (and woken its dependents) between this
+        reconcile's look at it and the wait being recorded just now. If its document exists now, go again."""
+        prereq = self.objects.get(item.tenant_id, waiting_on)
+        if prereq is None or prereq.dirty or prereq.status != "synced":
+            return
+        if any(
+            isinstance(slot, dict) and slot.get("id") and slot.get("state", "active") == "active"
+            for slot in (prereq.qbo or {}).values()
+        ):
+            self.objects.touch(item, reason=f"{waiting_on} synced meanwhile")
 
     def _release(self, item: ObjectItem) -> None:
         """Release a lease taken for a prerequisite (patient) without changing its status."""

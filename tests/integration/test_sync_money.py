@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -523,3 +524,34 @@ def test_calls_per_visit_with_copay_and_remittance(harness: SyncHarness, emulato
     print(f"\nQBO calls per visit (copay + completion + remittance with adjustment): {per}")
     assert all(money(i["Balance"]) == 0 for i in harness.invoices())
     assert per["writes"] <= 7 and per["reads"] + per["queries"] <= 1
+
+
+def test_copay_posted_while_its_visit_syncs_is_linked_once_the_invoice_exists(harness: SyncHarness) -> None:
+    """Found by the chaos soak: a copay reconciled concurrently with its visit saw no invoice yet, and recorded
+    ``waiting_on`` the visit only after the visit had synced and woken its (then empty) list of dependents: the
+    wake-up was lost and the copay stayed unapplied for good (the invoice's open balance off by the copay)."""
+    harness.store([patient(), appointment("appointment.booked", 1)])
+    harness.drain()
+    harness.store([appointment("appointment.completed", 2), payment("copay-1", "25.00")])
+    repo = harness.service.objects
+    original = repo.finish
+    raced: list[str] = []
+
+    def finish(item: Any, **kw: Any) -> None:
+        if item.object_key == "payment:copay-1" and not raced:
+            # The visit's reconcile runs to the end (invoice created, dependents woken) between the copay's
+            # read of its target and the copay recording its outcome: another worker, as on the stream.
+            raced.append("visit")
+            t = threading.Thread(target=harness.service.reconcile, args=(T, "appointment:appt-1"))
+            t.start()
+            t.join()
+        original(item, **kw)
+
+    repo.finish = finish  # type: ignore[method-assign]
+    harness.service.reconcile(T, "payment:copay-1")
+    repo.finish = original  # type: ignore[method-assign]
+    harness.drain()
+    assert raced
+    (pay,) = books(harness, "Payment")
+    assert money(pay["UnappliedAmt"]) == 0 and pay["Line"][0]["LinkedTxn"][0]["TxnId"] == invoice(harness)["Id"]
+    assert money(invoice(harness)["Balance"]) == VISIT_TOTAL - Decimal("25.00")
