@@ -72,9 +72,7 @@ def rsps() -> Iterator[responses.RequestsMock]:
 
 
 def test_create_sends_minorversion_requestid_and_json_headers(rsps: responses.RequestsMock) -> None:
-    rsps.post(
-        f"{API}/invoice", json={"Invoice": {"Id": "130", "SyncToken": "0"}}, headers={"intuit_tid": "tid-1"}
-    )
+    rsps.post(f"{API}/invoice", json={"Invoice": {"Id": "130", "SyncToken": "0"}}, headers={"intuit_tid": "tid-1"})
     client, _, pacer = make_client()
 
     out = client.create("Invoice", {"DocNumber": "BK-1"}, request_id="rid-1")
@@ -148,9 +146,7 @@ def test_void_credit_memo_is_refused_without_a_call(rsps: responses.RequestsMock
 
 def test_query_pages_by_1000_with_post_application_text(rsps: responses.RequestsMock) -> None:
     page1 = [{"Id": str(i)} for i in range(1000)]
-    rsps.post(
-        f"{API}/query", json={"QueryResponse": {"Customer": page1, "startPosition": 1, "maxResults": 1000}}
-    )
+    rsps.post(f"{API}/query", json={"QueryResponse": {"Customer": page1, "startPosition": 1, "maxResults": 1000}})
     rsps.post(f"{API}/query", json={"QueryResponse": {"Customer": [{"Id": "x"}], "startPosition": 1001}})
     client, _, _ = make_client()
 
@@ -179,9 +175,7 @@ def test_count_query_returns_total(rsps: responses.RequestsMock) -> None:
 
 
 def test_401_refreshes_once_and_retries_with_the_same_requestid(rsps: responses.RequestsMock) -> None:
-    rsps.post(
-        f"{API}/invoice", status=401, json={"fault": {"error": [{"code": "3200"}], "type": "AUTHENTICATION"}}
-    )
+    rsps.post(f"{API}/invoice", status=401, json={"fault": {"error": [{"code": "3200"}], "type": "AUTHENTICATION"}})
     rsps.post(f"{API}/invoice", json={"Invoice": {"Id": "130"}})
     client, tokens, _ = make_client()
 
@@ -196,9 +190,7 @@ def test_401_refreshes_once_and_retries_with_the_same_requestid(rsps: responses.
 def test_second_401_raises_unauthorized_after_one_refresh(rsps: responses.RequestsMock) -> None:
     body = {
         "fault": {
-            "error": [
-                {"message": "message=AuthenticationFailed; errorCode=003200", "detail": "d", "code": "3200"}
-            ],
+            "error": [{"message": "message=AuthenticationFailed; errorCode=003200", "detail": "d", "code": "3200"}],
             "type": "AUTHENTICATION",
         }
     }
@@ -412,9 +404,7 @@ def test_cdc_groups_changed_objects_by_entity(rsps: responses.RequestsMock) -> N
         "Customer": [],
     }
     q = qs(rsps.calls[0])
-    assert q["entities"] == ["Invoice,Payment,Customer"] and q["changedSince"] == [
-        "2026-01-20T09:00:00+00:00"
-    ]
+    assert q["entities"] == ["Invoice,Payment,Customer"] and q["changedSince"] == ["2026-01-20T09:00:00+00:00"]
 
 
 def test_company_info_and_preferences_unwrap(rsps: responses.RequestsMock) -> None:
