@@ -102,9 +102,26 @@ def test_two_tenants_books_hold_only_their_own_documents(two_clinics: tuple[Sync
             assert f"/company/{other.realm_id}/" not in str(req.get("path")), req
 
 
-@pytest.mark.skip(
-    reason="waits for the ops API (functions/ops_api/handler.py does not exist yet): its tenant-scoped "
-    "views must show only that tenant's failures, objects and dead letters"
-)
-def test_ops_api_tenant_views_show_only_that_tenant() -> None:
-    raise NotImplementedError
+def test_ops_api_tenant_views_show_only_that_tenant(moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.config import reset_settings_cache
+    from shared.services import ops as ops_service
+    from tests.unit.ops_support import OPS_KEY, call, failed_object
+
+    monkeypatch.setenv("OPS_LOCAL_KEY", OPS_KEY)
+    reset_settings_cache()
+    ops_service.reset_services()
+    from functions.ops_api import handler
+
+    failed_object("tenant-a", "appointment:same-id")
+    failed_object("tenant-b", "appointment:same-id")
+    failed_object("tenant-b", "payment:p-9")
+
+    _, a_view = call(handler, "GET", "/ops/failures", query={"tenant": "tenant-a"})
+    assert a_view["total"] == 1 and {i["tenant_id"] for i in a_view["items"]} == {"tenant-a"}
+    _, b_view = call(handler, "GET", "/ops/failures", query={"tenant": "tenant-b"})
+    assert b_view["total"] == 2 and {i["tenant_id"] for i in b_view["items"]} == {"tenant-b"}
+    # The same source id under another tenant is another object: tenant A's detail view never shows B's.
+    status, detail = call(handler, "GET", "/ops/failures/tenant-a/appointment:same-id")
+    assert status == 200 and detail["tenant_id"] == "tenant-a"
+    assert call(handler, "GET", "/ops/failures/tenant-a/payment:p-9")[0] == 404
+    ops_service.reset_services()
