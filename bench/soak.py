@@ -59,6 +59,7 @@ class SoakConfig:
     sweep_every_s: float = 5.0
     phases: int = 8
     settle_timeout_s: float = 3600.0
+    drain_under_faults_s: float = 600.0  # how long the tail of the work drains with faults still on
     batch_size: int = 25
 
     @classmethod
@@ -76,6 +77,7 @@ class SoakConfig:
             sweep_every_s=2.0,
             phases=6,
             settle_timeout_s=240.0,
+            drain_under_faults_s=20.0,
         )
 
 
@@ -312,7 +314,7 @@ def _drive(system: Any, cfg: SoakConfig, plans: list[TenantPlan], killer: Worker
         if reconnect_at >= phases:
             reconnect()
         # Let the faults bite while the tail of the work drains.
-        _wait_idle(system, 600 if cfg.visits > 500 else 120, log)
+        _wait_idle(system, cfg.drain_under_faults_s, log)
         note("stream drained under faults; clearing faults")
         for r in realms:
             control.clear_faults(r)

@@ -1,0 +1,35 @@
+"""The chaos soak, short (``make soak`` runs the long one): three tenants, two of them sharing a QuickBooks
+company, ~60 visits with copays, patient payments, an insurer remittance, a write-off and a refund, delivered
+duplicated and reordered while QBO answers 5xx, throttles, commits then drops answers, has an outage, expires the
+access tokens and has its connection revoked (then reconnected through the OAuth routes), and sync workers are
+killed after their reconcile returned. Pass: no duplicate in QuickBooks, every accepted event accounted for,
+every tenant's totals in QuickBooks equal to the platform's to the cent."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.soak import SoakConfig, run_soak
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+
+
+def test_short_chaos_soak_passes_exactly() -> None:
+    cfg = SoakConfig.quick()
+    # A worker killed after QBO committed but before the ledger stored the id is a known bug (the object stays
+    # under the dead worker's lease for good): tests/integration/test_sync_crash.py. Until it is fixed the short
+    # soak kills workers only after their reconcile returned (the stream re-delivers the batch).
+    cfg.kill_after_commit = 0.0
+    report = run_soak(cfg, log=lambda _m: None)
+
+    assert report["events_accepted"] > 150
+    assert report["killed_workers"].get("after_reconcile", 0) > 0
+    assert report["deliveries_posted"] > report["events_accepted"]  # duplicates were delivered
+    assert report["duplicates_in_qbo"] == 0, report["duplicates_sample"]
+    assert report["qbsync_documents_not_in_ledger"] == 0, report["orphans_sample"]
+    assert report["unaccounted"] == 0, (report["unaccounted_sample"], report["not_at_rest"][:5])
+    assert report["failed"] == 0 and report["held"] == 0
+    for tenant, t in report["tenants"].items():
+        assert t["in_qbo"] == t["expected"], tenant
+        assert t["invoices"]["in_qbo"] == t["invoices"]["expected"], tenant
+    assert report["ok"]
