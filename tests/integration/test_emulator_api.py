@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.integration.conftest_emulator import Api, api, ctl, emulator_server, fault_code
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo_samples"
 __all__ = ["api", "ctl", "emulator_server"]
 
 

@@ -15,7 +15,7 @@ from shared.adapters.dynamo import NoticeItem, TenantItem
 from shared.domain.qbo_notices import intuit_signature
 from tests import builders as b
 
-SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo_webhooks"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo_samples"
 TOKEN = "00faeec4-08d0-4996-bb37-698ae19f0149"
 REALM = "1269959970"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from infra.qbo_emulator.books import Change
 from infra.qbo_emulator.webhooks import Event, cloudevent, legacy, sign, verify
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo_samples"
 
 
 def test_dotnet_sdk_signature_vector() -> None:

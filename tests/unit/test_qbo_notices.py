@@ -10,7 +10,7 @@ import pytest
 from shared.domain import qbo_notices as qn
 from shared.domain.errors import BadRequest, Unauthorized
 
-SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo_webhooks"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "qbo_samples"
 LEGACY = (SAMPLES / "webhook-legacy-dotnet-sdk-test.json").read_bytes()
 DOTNET_TOKEN = "00faeec4-08d0-4996-bb37-698ae19f0149"
 DOTNET_SIGNATURE = "6q+xGyMirJupwKTh2/WBl2NcdxzxqdIbk3sneKTxLWM="
