@@ -19,6 +19,7 @@ from pynamodb.expressions.update import Action
 from shared.adapters.dynamo import EventItem, ObjectItem, bind_table
 
 ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
+LEASED = "LEASED"  # gsi1 partition of objects under a worker's lease (finish() moves them back out)
 TERMINAL = {"synced", "skipped", "excluded", "manual_done"}
 
 
@@ -87,6 +88,12 @@ class ObjectRepository:
         cond = ObjectItem.gsi1sk.startswith(f"{tenant_id}#") if tenant_id else None
         yield from cast(Iterator[ObjectItem], ObjectItem.gsi1.query(f"STATUS#{status}", cond, limit=limit))
 
+    def expired_leases(self, now: int) -> Iterator[ObjectItem]:
+        """Objects whose worker's lease ran out without a finish: the worker died mid-reconcile."""
+        # The partition holds only in-flight objects; the item's own lease_until is the authority.
+        leased = ObjectItem.gsi1.query(LEASED, filter_condition=ObjectItem.lease_until < now)
+        yield from cast(Iterator[ObjectItem], leased)
+
     def waiting_on(self, tenant_id: str, object_key: str) -> Iterator[ObjectItem]:
         yield from cast(Iterator[ObjectItem], ObjectItem.gsi2.query(f"WAIT#{tenant_id}#{object_key}"))
 
@@ -104,9 +111,17 @@ class ObjectRepository:
         condition = ObjectItem.pk.exists() & (ObjectItem.lease_until.does_not_exist() | (ObjectItem.lease_until < now))
         if only_dirty:
             condition = condition & (ObjectItem.dirty == True)  # noqa: E712 - a DynamoDB condition, not a bool test
+        until = now + lease_s
         try:
             item.update(
-                actions=[ObjectItem.lease_until.set(now + lease_s), _owner_attr().set(self.owner)],
+                actions=[
+                    ObjectItem.lease_until.set(until),
+                    _owner_attr().set(self.owner),
+                    # Indexed while leased: if this worker dies, the retry sweep finds the object once the lease
+                    # has run out (stream records re-delivered meanwhile were consumed by failed claims).
+                    ObjectItem.gsi1pk.set(LEASED),
+                    ObjectItem.gsi1sk.set(f"{until:012d}#{tenant_id}#{object_key}"),
+                ],
                 condition=condition,
             )
         except UpdateError as exc:

@@ -1,4 +1,5 @@
-"""The retry sweep: redrive transient failures after backoff; wake stale waits and held work."""
+"""The retry sweep: redrive transient failures after backoff; wake stale waits, held work, and objects whose
+worker died mid-reconcile (lease expired without a finish)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def retry_sweep(now: datetime | None = None, objects: ObjectRepository | None = 
     """Touch every object that is due. Returns counts per reason."""
     repo = objects or ObjectRepository()
     now = now or datetime.now(UTC)
-    woken = {"retrying": 0, "waiting": 0, "held": 0}
+    woken = {"retrying": 0, "waiting": 0, "held": 0, "abandoned": 0}
+    for item in repo.expired_leases(int(now.timestamp())):
+        woken["abandoned"] += repo.touch(item, reason="its worker stopped mid-reconcile; running it again")
     for item in repo.by_status("retrying"):
         if item.next_attempt_at and datetime.fromisoformat(item.next_attempt_at) <= now:
             woken["retrying"] += repo.touch(item, reason="retry after backoff")

@@ -18,12 +18,6 @@ from tests.sync_harness import SyncHarness
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a worker killed mid-reconcile leaves the object dirty under its lease; the stream records "
-    "re-delivered while the lease is held are consumed (claim → None) and nothing revisits the object afterwards "
-    "(the retry sweep only wakes retrying / waiting / held objects)",
-)
 def test_object_left_under_a_dead_workers_lease_is_picked_up_again(
     harness: SyncHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
