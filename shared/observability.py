@@ -6,6 +6,7 @@ otherwise a no-op stand-in with the same decorator surface is returned.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar, cast
@@ -92,6 +93,15 @@ def tracer() -> TracerLike:
 
         return cast(TracerLike, Tracer(service="qbsync"))
     return _NoTracer()
+
+
+def log_unhandled(exc: Exception, metric: str) -> None:
+    """An unexpected error on a request path: counted, logged with its type and stack only (an exception's
+    message could echo a payload, and payloads may carry PHI or tokens)."""
+    count(metric)
+    logger().error(
+        "unhandled error", extra={"error_type": type(exc).__name__, "stack": traceback.format_tb(exc.__traceback__)}
+    )
 
 
 def redact(value: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from functools import lru_cache
 from typing import Any
 
@@ -12,7 +11,7 @@ from shared.config import get_settings
 from shared.domain.errors import RequestError
 from shared.domain.ingest import IngestRequest, IngestService
 from shared.http import request_body, request_headers, respond
-from shared.observability import count, logger, metrics, tracer
+from shared.observability import count, log_unhandled, logger, metrics, tracer
 
 log = logger()
 
@@ -49,11 +48,7 @@ def _rejected(err: RequestError) -> None:
 
 
 def _bug(exc: Exception) -> None:
-    # Type and stack only: an exception's message could echo a payload, and payloads may carry PHI.
-    count("RequestsFailed")
-    log.error(
-        "unhandled error", extra={"error_type": type(exc).__name__, "stack": traceback.format_tb(exc.__traceback__)}
-    )
+    log_unhandled(exc, "RequestsFailed")
 
 
 @log.inject_lambda_context(clear_state=True)

@@ -6,7 +6,6 @@ Glue only: the routes and their work live in ``shared.services.ops.ROUTES``; err
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.domain.errors import RequestError
-from shared.observability import count, logger, metrics
+from shared.observability import log_unhandled, logger, metrics
 from shared.services.ops import ROUTES, OpsRequest, parse_request
 
 app = APIGatewayRestResolver()
@@ -26,10 +25,7 @@ def _rejected(err: RequestError) -> None:
 
 
 def _bug(exc: Exception) -> None:
-    count("OpsRequestsFailed")
-    log.error(
-        "unhandled error", extra={"error_type": type(exc).__name__, "stack": traceback.format_tb(exc.__traceback__)}
-    )
+    log_unhandled(exc, "OpsRequestsFailed")
 
 
 def _view(fn: Callable[[OpsRequest], tuple[int, Any]]) -> Callable[..., Response[str]]:

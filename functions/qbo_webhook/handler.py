@@ -5,7 +5,6 @@ No QBO client is imported: the request path never calls QuickBooks (Intuit wants
 
 from __future__ import annotations
 
-import traceback
 from functools import lru_cache
 from typing import Any
 
@@ -13,7 +12,7 @@ from shared.adapters.notices import NoticeStore, RealmTenants, VerifierSecret
 from shared.config import get_settings
 from shared.domain.errors import RequestError
 from shared.http import request_body, request_headers, respond
-from shared.observability import count, logger, metrics, tracer
+from shared.observability import count, log_unhandled, logger, metrics, tracer
 from shared.services.qbo_changes import WebhookIntake
 
 log = logger()
@@ -40,10 +39,7 @@ def _rejected(err: RequestError) -> None:
 
 
 def _bug(exc: Exception) -> None:
-    count("QboWebhookFailed")
-    log.error(
-        "unhandled error", extra={"error_type": type(exc).__name__, "stack": traceback.format_tb(exc.__traceback__)}
-    )
+    log_unhandled(exc, "QboWebhookFailed")
 
 
 @log.inject_lambda_context(clear_state=True)

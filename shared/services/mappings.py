@@ -21,6 +21,7 @@ from shared.domain.errors import BadRequest, Conflict, NotFound
 from shared.domain.failures import mapping_key
 from shared.domain.tenant import Tenant
 from shared.observability import count
+from shared.services.qbo_factory import connected_client
 from shared.services.tenants import get_tenant, update_tenant
 
 ClientFactory = Callable[[str], QboApi]
@@ -60,9 +61,7 @@ class MappingService:
         self.audit = audit or AuditLog()
 
     def _client(self, tenant: Tenant) -> QboApi:
-        if not tenant.realm_id:
-            raise Conflict(f"tenant {tenant.tenant_id} has not connected QuickBooks", field="tenant")
-        return self.client_factory(tenant.realm_id)
+        return connected_client(tenant, self.client_factory)
 
     # ------------------------------------------------------------------ reads
     def show(self, tenant_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from shared.domain import matching as m
 from shared.domain.errors import BadRequest, Conflict, NotFound
 from shared.domain.tenant import Tenant
 from shared.observability import count
+from shared.services.qbo_factory import connected_client
 from shared.services.tenants import get_tenant
 
 ClientFactory = Callable[[str], QboApi]
@@ -57,9 +58,7 @@ class MatchingService:
         self.audit = audit or AuditLog()
 
     def _client(self, tenant: Tenant) -> QboApi:
-        if not tenant.realm_id:
-            raise Conflict(f"tenant {tenant.tenant_id} has not connected QuickBooks", field="tenant")
-        return self.client_factory(tenant.realm_id)
+        return connected_client(tenant, self.client_factory)
 
     def _customers(self, client: QboApi, exclude_ids: set[str]) -> list[m.Customer]:
         rows = client.query("select * from Customer", max_pages=MAX_PAGES)

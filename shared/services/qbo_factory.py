@@ -3,9 +3,13 @@ and writes coalesced into /batch calls across the container's concurrent reconci
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shared.adapters.qbo.coalesce import CoalescingClient, Workers
 from shared.adapters.qbo.types import QboApi
 from shared.config import get_settings
+from shared.domain.errors import Conflict
+from shared.domain.tenant import Tenant
 
 # One per container: every realm's coalescer flushes as soon as all concurrent reconciles are waiting.
 WORKERS = Workers()
@@ -25,3 +29,10 @@ def default_client_factory(realm_id: str) -> QboApi:
         max_items=settings.qbo_batch_size,
         min_interval_s=60.0 / settings.qbo_batch_per_min,
     )
+
+
+def connected_client(tenant: Tenant, factory: Callable[[str], QboApi]) -> QboApi:
+    """The client of the tenant's QuickBooks company. Raises Conflict (naming ``tenant``) if it never connected."""
+    if not tenant.realm_id:
+        raise Conflict(f"tenant {tenant.tenant_id} has not connected QuickBooks", field="tenant")
+    return factory(tenant.realm_id)
