@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.adapters.qbo.client import QboClient
 from shared.adapters.qbo.pacing import Pacer
 from shared.adapters.qbo.types import QboApi
 from shared.domain.events import EventEnvelope, parse_event
+from shared.services.sweeps import retry_sweep
 from shared.services.sync import SyncService
 from tests.fakes import MemoryPaceStore
 
@@ -140,6 +141,21 @@ class SyncHarness:
                 self.service.reconcile(obj.tenant_id, obj.object_key)
                 calls += 1
         raise AssertionError("objects still dirty after drain")
+
+    def drain_dropping_every_write(self, max_steps: int = 400) -> None:
+        """Reconcile one dirty object at a time with the next QBO write armed to commit and lose its response
+        (connection reset), so every write is dropped once before it is confirmed; objects in backoff are made
+        due at once (what the retry sweep does after the delay). Faults are cleared at the end."""
+        later = datetime.now(UTC) + timedelta(hours=1)
+        for _ in range(max_steps):
+            dirty = [o for o in self.objects() if o.dirty]
+            if not dirty:
+                if not any(retry_sweep(now=later).values()):
+                    break
+                continue
+            self.control.set_faults(self.realm_id, commit_then_drop={"next": 1})
+            self.service.reconcile(dirty[0].tenant_id, dirty[0].object_key)
+        self.control.clear_faults(self.realm_id)
 
     def objects(self, status: str | None = None) -> list[ObjectItem]:
         return [o for o in ObjectItem.scan() if o.rtype == "object" and (status is None or o.status == status)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import boto3
@@ -13,7 +12,6 @@ import pytest
 from infra.demo.scenario import pt_week
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.objects import events_of
-from shared.services.sweeps import retry_sweep
 from tests.sync_harness import SyncHarness, money
 
 
@@ -92,19 +90,9 @@ def test_commit_then_drop_on_every_write_in_turn_creates_no_duplicates(
 ) -> None:
     sc = pt_week(harness.tenant_id, appointments=8, patients=3, seed=5)
     harness.store(sc.events)
-    # Before every reconcile step the next write is armed to commit in QBO and lose its response
-    # (connection reset), so every customer and invoice create is dropped once before it is confirmed.
-    # The engine must read back instead of creating a second customer or invoice.
-    later = datetime.now(UTC) + timedelta(hours=1)
-    for _ in range(200):
-        dirty = [o for o in harness.objects() if o.dirty]
-        if not dirty:
-            if not any(retry_sweep(now=later).values()):
-                break
-            continue
-        emulator.set_faults(harness.realm_id, commit_then_drop={"next": 1})
-        harness.service.reconcile(dirty[0].tenant_id, dirty[0].object_key)
-    emulator.clear_faults(harness.realm_id)
+    # Every customer, invoice and money write commits in QBO once with its response lost: the engine must read
+    # back instead of creating a second document.
+    harness.drain_dropping_every_write()
 
     creates = len(sc.invoiced) + len(
         {e["data"]["patient_id"] for e in sc.events if e["type"] == "appointment.completed"}
