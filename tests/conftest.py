@@ -10,8 +10,7 @@ import boto3
 import pytest
 
 from infra.template_check import load_template
-from shared.adapters import aws, dynamo, secrets
-from shared.config import reset_settings_cache
+from shared.lifecycle import reset_container_state
 
 BASE_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -46,11 +45,8 @@ def table_definition(logical_id: str = "LedgerTable") -> dict[str, Any]:
 
 
 def _reset_process_caches() -> None:
-    """Per-container caches (settings, table binding, boto3 clients, secret values) start fresh in each test."""
-    reset_settings_cache()
-    dynamo.reset_binding()
-    aws.reset()
-    secrets.reset_client()
+    """Per-container caches (settings, table binding, boto3 clients, secret values...) start fresh in each test."""
+    reset_container_state()
 
 
 @pytest.fixture
@@ -76,6 +72,5 @@ def moto_aws(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
         urls = {name: sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("DeadLetterQueue", "CallbackQueue")}
         monkeypatch.setenv("DLQ_URL", urls["DeadLetterQueue"])
         monkeypatch.setenv("CALLBACK_QUEUE_URL", urls["CallbackQueue"])
-        reset_settings_cache()
-        dynamo.reset_binding()
+        reset_container_state()
         yield {**aws_env, "DLQ_URL": urls["DeadLetterQueue"], "CALLBACK_QUEUE_URL": urls["CallbackQueue"]}

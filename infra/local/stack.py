@@ -37,6 +37,7 @@ from infra.local.schedules import Scheduler
 from infra.local.sqs import QueuePoller
 from infra.local.streams import StreamPoller
 from infra.local.template import Resolver, TemplateModel, load_template
+from shared.lifecycle import reset_container_state
 
 log = logging.getLogger("qbsync.local")
 
@@ -134,6 +135,8 @@ class LocalStack:
         t_resources = time.monotonic()
         self.urls = {"aws": self._moto.url, "dynamodb": ddb_url, "dynamodbstreams": ddb_url}
         self._apply_env(ddb_url)
+        # Every function starts cold: no cache may still point at a previous stack's endpoints.
+        reset_container_state()
         self.runtime = Runtime(self.model.functions, self.region, ACCOUNT_ID)
         self._start_gateways()
         self._start_pollers(created, ddb_url)
@@ -174,6 +177,7 @@ class LocalStack:
         if self._ddb is not None:
             self._ddb.stop()
         self._restore_env()
+        reset_container_state()
         _LIVE.discard(self)
 
     def __enter__(self) -> LocalStack:

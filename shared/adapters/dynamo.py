@@ -248,9 +248,11 @@ def bind_table() -> None:
 
 
 def reset_binding() -> None:
-    """Tests and the local stack: forget the bound table/endpoint."""
+    """Tests and the local stack: forget the bound table and every model's connection (its endpoint)."""
     global _bound  # noqa: PLW0603
     _bound = None
+    for model in ALL_MODELS:
+        model._connection = None
 
 
 def as_plain(item: LedgerItem) -> dict[str, Any]:
