@@ -330,7 +330,7 @@ def books_summary(system: LocalSystem, realm_id: str, tenant_id: str) -> dict[st
         "payments": len(books.get("Payment", [])),
         "credit_memos": len(books.get("CreditMemo", [])),
         "customers": len(books.get("Customer", [])),
-        "revenue": {k: {n: str(v) for n, v in sorted(d.items())} for k, d in by.items()},
+        "revenue": {k: {n: str(v.quantize(Decimal("0.01"))) for n, v in sorted(d.items())} for k, d in by.items()},
     }
 
 
