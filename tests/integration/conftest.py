@@ -23,6 +23,11 @@ from tests.sync_harness import SyncHarness
 ROOT = Path(__file__).resolve().parents[2]
 
 
+class _Server(ThreadingHTTPServer):
+    # http.server listens with a backlog of 5: twenty simultaneous clients on a loaded machine get resets.
+    request_queue_size = 64
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -140,7 +145,7 @@ class _MiniGateway:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Req)
+        self.server = _Server(("127.0.0.1", 0), Req)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
