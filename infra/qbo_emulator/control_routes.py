@@ -26,22 +26,17 @@ def _error(message: str, status: int = 400) -> Response:
     return _json({"error": message}, status)
 
 
+# Request counters kept by the emulator and reported by /_emulator/stats.
+COUNTERS = ("requests", "reads", "writes", "batch", "queries", "cdc", "throttled", "faults", "auth_failures")
+
+
+def new_counters() -> dict[str, Any]:
+    return {**dict.fromkeys(COUNTERS, 0), "by_entity": {}}
+
+
 def compute_stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts by kind. Rejected requests (401, 429) count only as auth_failures / throttled."""
-    out: dict[str, Any] = {
-        "requests": 0,
-        "reads": 0,
-        "writes": 0,
-        "batch": 0,
-        "queries": 0,
-        "cdc": 0,
-        "throttled": 0,
-        "faults": 0,
-        "auth_failures": 0,
-        "replayed": 0,
-        "dropped": 0,
-        "by_entity": {},
-    }
+    out: dict[str, Any] = {**new_counters(), "replayed": 0, "dropped": 0}
     names = {"read": "reads", "write": "writes", "query": "queries", "batch": "batch", "cdc": "cdc"}
     for e in entries:
         if e["kind"] not in names:

@@ -12,7 +12,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import api, faults
-from .control_routes import handle_control
+from .control_routes import handle_control, new_counters
 from .oauth import OAuthError, OAuthServer
 from .store import Limits, Realm, Settings
 from .util import Clock, dumps, fmt_ts, new_tid
@@ -58,18 +58,7 @@ class Emulator:
         with self.lock:
             self.realms.clear()
             self.requests.clear()
-            self.stats = {
-                "reads": 0,
-                "writes": 0,
-                "batch": 0,
-                "queries": 0,
-                "cdc": 0,
-                "throttled": 0,
-                "faults": 0,
-                "auth_failures": 0,
-                "requests": 0,
-                "by_entity": {},
-            }
+            self.stats = new_counters()
         self.clock.reset()
         self.settings.__init__()  # type: ignore[misc]
         self.limits.__init__()  # type: ignore[misc]
