@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from shared.domain.events import MAX_REMITTANCE_ITEMS
+
 PROVIDERS = ["prov-a", "prov-b", "prov-c"]
 LOCATIONS = ["loc-1", "loc-2"]
 SERVICES = {"97110": Decimal("85.00"), "97140": Decimal("78.50"), "97161": Decimal("150.00"), "97530": Decimal("92.25")}
@@ -285,20 +287,27 @@ def _money_after_visits(
             sc.credit_memos += 1
         sc.remitted[aid] = paid
         items.append(item)
-    if items:
-        last_day = max(v[3] for v in visits)
+    if not items:
+        return
+    # The insurer's ERA for the week, split the way payers split them: at most MAX_REMITTANCE_ITEMS claims each
+    # (the contract's limit per remittance event).
+    last_day = max(v[3] for v in visits)
+    for k in range(0, len(items), MAX_REMITTANCE_ITEMS):
+        chunk = items[k : k + MAX_REMITTANCE_ITEMS]
+        n = k // MAX_REMITTANCE_ITEMS + 1
+        suffix = "" if len(items) <= MAX_REMITTANCE_ITEMS else f"-{n}"
         sc.events.append(
             ev(
                 "insurance.remittance",
                 1,
                 {
-                    "remittance_id": f"era-{last_day.isoformat()}",
+                    "remittance_id": f"era-{last_day.isoformat()}{suffix}",
                     "payer_name": "Acme Health",
                     "received_on": (last_day + timedelta(days=3)).isoformat(),
-                    "reference": "ERA-0001",
+                    "reference": f"ERA-{n:04d}",
                     "method": "ach",
-                    "items": items,
+                    "items": chunk,
                 },
             )
         )
-        sc.remittance_payments = len({it["patient_id"] for it in items})
+        sc.remittance_payments += len({it["patient_id"] for it in chunk})

@@ -219,6 +219,9 @@ class RemittanceItem(Allocation):
     adjustments: list[Adjustment] = Field(default_factory=list, max_length=20)
 
 
+MAX_REMITTANCE_ITEMS = 100  # claims per remittance event; payers split larger ERAs
+
+
 class RemittanceData(_Data):
     """An insurer's payment (ERA/EOB) covering one or more visits, with adjustments."""
 
@@ -227,7 +230,7 @@ class RemittanceData(_Data):
     received_on: date
     reference: str | None = Field(default=None, max_length=40)
     method: str | None = Field(default=None, max_length=40)
-    items: list[RemittanceItem] = Field(min_length=1, max_length=100)
+    items: list[RemittanceItem] = Field(min_length=1, max_length=MAX_REMITTANCE_ITEMS)
 
 
 class CreditKind(StrEnum):

@@ -61,7 +61,22 @@ def test_gcra_budget_leaves_no_window_over_the_limit() -> None:
     interval, tolerance = limits.gcra("request")
     burst = round(tolerance / interval) + 1
     assert burst == 8
-    assert burst + 60.0 / interval <= 480  # burst + steady rate within any closed minute
+    assert burst + int(60.0 / interval) == 480  # burst + steady starts within any closed minute: the budget
+
+    interval, tolerance = limits.gcra("batch")
+    assert tolerance == 0  # batch calls are spaced evenly, no burst
+    assert int(60.0 / interval) + 1 == 38
+    assert 60.0 / interval > 37.9  # sustained: the whole budget
+
+
+def test_spaced_starts_fill_but_never_exceed_the_budget() -> None:
+    limits = PaceLimits(rate_per_period=480, max_inflight=8, batch_per_period=38)
+    for kind, limit in (("request", 480), ("batch", 38)):
+        interval, tolerance = limits.gcra(kind)  # type: ignore[arg-type]
+        burst = round(tolerance / interval) + 1
+        starts = [0.0] * burst + [interval * k for k in range(1, 2 * limit)]
+        worst = max(sum(1 for t in starts if s <= t <= s + 60.0) for s in starts)
+        assert worst == limit
 
 
 @pytest.mark.parametrize("store_kind", ["memory", "dynamo"])

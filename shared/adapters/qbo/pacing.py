@@ -67,10 +67,12 @@ class PaceLimits:
     def gcra(self, kind: Kind) -> tuple[float, float]:
         """(interval T, tolerance tau) such that no window of ``period_s`` holds more than the limit."""
         limit = max(1, self.rate_per_period if kind == "request" else self.batch_per_period)
-        burst = max(1, min(limit // 10, self.max_inflight))
-        spare = limit - burst
-        # 0.1 % margin absorbs clock rounding between containers.
-        interval = (self.period_s / spare if spare > 0 else self.period_s) * 1.001
+        # Requests may burst (a tenth of the budget, at most the in-flight limit) for latency; batch calls
+        # exist for throughput, so they are spaced evenly and the sustained rate keeps the whole budget.
+        burst = 1 if kind == "batch" else max(1, min(limit // 10, self.max_inflight))
+        # A closed window of period_s holds the burst plus floor(period_s / interval) spaced starts; the 0.1 %
+        # margin makes that floor limit - burst (and absorbs clock rounding between containers).
+        interval = self.period_s / (limit - burst + 1) * 1.001
         return interval, (burst - 1) * interval
 
 
