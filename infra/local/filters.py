@@ -36,7 +36,9 @@ def matches(pattern: dict[str, Any], event: Any) -> bool:
             continue
         value = event.get(key, _MISSING) if isinstance(event, dict) else _MISSING
         if isinstance(sub, dict):
-            if value is _MISSING or not _match_object(sub, value):
+            # A missing object matches only patterns that ask for absence: {"a": {"N": [{"exists": false}]}}
+            # matches an event without "a" (Lambda's DynamoDB example filters on a missing attribute this way).
+            if not _match_object(sub, {} if value is _MISSING else value):
                 return False
         elif isinstance(sub, list):
             if not _match_leaf(sub, value):

@@ -20,6 +20,7 @@ tests/unit/test_template.py, which check that these models match the table defin
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pynamodb.attributes import (
@@ -63,6 +64,9 @@ class LedgerItem(Model):
     class Meta:
         table_name = "LedgerTable"  # replaced by bind_table() at first use
         region = "us-east-1"
+        # Workers run up to SYNC_CONCURRENCY (≤ 100) threads on one client; pynamodb's default pool of 10
+        # would open and discard a new connection for every call beyond the tenth.
+        max_pool_connections = 128
 
     pk = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)
@@ -231,6 +235,7 @@ ALL_MODELS: tuple[type[LedgerItem], ...] = (
 )
 
 _bound: str | None = None
+_bind_lock = threading.Lock()
 
 
 def bind_table() -> None:
@@ -239,12 +244,25 @@ def bind_table() -> None:
     name = get_settings().ledger_table
     if _bound == name:
         return
-    for model in ALL_MODELS:
-        model.Meta.table_name = name
-        model.Meta.region = get_settings().aws_region
-        # pynamodb caches a connection per model class; drop it so a new name/endpoint takes effect.
-        model._connection = None
-    _bound = name
+    with _bind_lock:
+        if _bound == name:
+            return
+        for model in ALL_MODELS:
+            model.Meta.table_name = name
+            model.Meta.region = get_settings().aws_region
+            # pynamodb caches a connection per model class; drop it so a new name/endpoint takes effect.
+            model._connection = None
+        _share_client()
+        _bound = name
+
+
+def _share_client() -> None:
+    """Build the DynamoDB client once, here, for every model. pynamodb builds one per model class lazily, on
+    first use: a worker's threads starting together would each build their own (tens of clients per model
+    at cold start, each a costly botocore load). botocore clients are thread-safe."""
+    client = ALL_MODELS[0]._get_connection().connection.client
+    for model in ALL_MODELS[1:]:
+        model._get_connection().connection._client = client
 
 
 def reset_binding() -> None:

@@ -8,6 +8,7 @@ QBO after the last load is found without a restart.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,13 +34,25 @@ class RefCache:
         self.min_refresh_s = min_refresh_s
         self.max_age_s = max_age_s
         self.loads = 0
+        # Single flight per realm: a worker's threads starting together must not each spend a batch call
+        # (a slot of the realm's 40/min) on the same lists.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, realm_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(realm_id, threading.Lock())
 
     def lookup(self, client: QboApi, entity: str, ref: str) -> dict[str, Any] | None:
         """The active list entry named ``ref`` (or with Id ``ref``), or None after one refresh."""
         snap = self._snapshot(client)
         row = _find(snap, entity, ref)
         if row is None and time.time() - snap.loaded_at > self.min_refresh_s:
-            snap = self.refresh(client)
+            with self._lock(client.realm_id):
+                current = self._snapshots.get(client.realm_id, snap)
+                if current is snap or time.time() - current.loaded_at > self.min_refresh_s:
+                    current = self.refresh(client)  # nobody refreshed while we waited
+                snap = current
             row = _find(snap, entity, ref)
         return row
 
@@ -55,6 +68,13 @@ class RefCache:
         snap = self._snapshots.get(client.realm_id)
         if snap is not None and time.time() - snap.loaded_at < self.max_age_s:
             return snap
+        with self._lock(client.realm_id):
+            snap = self._snapshots.get(client.realm_id)  # loaded by another thread while we waited?
+            if snap is not None and time.time() - snap.loaded_at < self.max_age_s:
+                return snap
+            return self._load(client)
+
+    def _load(self, client: QboApi) -> Snapshot:
         stored = self._load_stored(client.realm_id)
         if stored is not None and time.time() - stored.loaded_at < self.max_age_s:
             self._snapshots[client.realm_id] = stored

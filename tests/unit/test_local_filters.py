@@ -35,6 +35,11 @@ def ddb(event_name: str = "INSERT", **image: dict) -> dict:
         ({"a": [{"exists": True}]}, {}, False),
         ({"a": [{"exists": False}]}, {}, True),
         ({"a": [{"exists": False}]}, {"a": 1}, False),
+        # DynamoDB attributes nest their value under the type: a missing attribute matches absence only.
+        ({"a": {"N": [{"exists": False}]}}, {}, True),
+        ({"a": {"N": [{"exists": False}]}}, {"a": {"N": "5"}}, False),
+        ({"a": {"N": ["5"]}}, {}, False),
+        ({"a": {"N": [{"exists": True}]}}, {}, False),
         ({"a": [None]}, {"a": None}, True),
         ({"a": [1]}, {"a": True}, False),
         ({"a": ["x", "y"]}, {"a": "y"}, True),
