@@ -89,13 +89,15 @@ def pt_week(
     remittances: bool = False,
     write_off: bool = False,
     refund: bool = False,
+    deposits: bool = False,
     copay_amount: Decimal = Decimal("25.00"),
     reimbursement_rate: Decimal = Decimal("0.80"),
 ) -> Scenario:
     """Patients, then appointments booked and completed (some cancelled / no-show) over five days.
 
     Money (all off by default, so the invoice-only scenario is unchanged): ``copays`` collects a copay at
-    booking for insurance visits; ``remittances`` sends one insurer remittance at the end of the week paying
+    booking for insurance visits (``deposits``: self-pay visits pay the same amount at booking too);
+    ``remittances`` sends one insurer remittance at the end of the week paying
     ``reimbursement_rate`` of what is left and adjusting the rest off (contractual), and has self-pay patients
     pay their visit in full after it; ``write_off`` writes $20 of the first self-pay visit off instead of
     collecting it; ``refund`` has the second self-pay patient overpay by $10 and refunds the $10.
@@ -178,7 +180,7 @@ def pt_week(
             Decimal(0),
         ).quantize(Decimal("0.01"))
         copay = Decimal(0)
-        if copays and data["payer_type"] == "insurance" and visit_total > copay_amount:
+        if copays and (deposits or data["payer_type"] == "insurance") and visit_total > copay_amount:
             copay = copay_amount
             sc.events.append(
                 ev(
@@ -236,7 +238,7 @@ def _money_after_visits(
     self_pay = [v for v in visits if v[2] == "self_pay"]
     for n, (aid, pid, _, day, total) in enumerate(self_pay):
         credit = Decimal("20.00") if write_off and n == 0 and total > Decimal("20.00") else Decimal(0)
-        pay = total - credit
+        pay = total - credit - sc.copaid.get(aid, Decimal(0))
         extra = Decimal("10.00") if refund and n == 1 else Decimal(0)
         data = {
             "payment_id": f"pay-{aid}",

@@ -42,14 +42,14 @@ class FakeLambdaContext:
 
 
 class Stats:
-    """Thread-safe counters: invocations and errors per function; records, retries, filtered records and
-    on-failure sends per event source mapping; fires per schedule."""
+    """Thread-safe counters: invocations, errors and milliseconds run per function; records, retries, filtered
+    records and on-failure sends per event source mapping; fires per schedule."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, Counter[str]] = {
             name: Counter()
-            for name in ("invocations", "errors", "records", "retries", "filtered", "on_failure", "schedules")
+            for name in ("invocations", "errors", "ms", "records", "retries", "filtered", "on_failure", "schedules")
         }
 
     def add(self, kind: str, key: str, n: int = 1) -> None:
@@ -126,6 +126,7 @@ class Runtime:
             raise
         finally:
             elapsed = time.monotonic() - started
+            self.stats.add("ms", function_id, round(elapsed * 1000))
             if elapsed > self.functions[function_id].timeout_s:
                 log.warning(
                     "function %s ran %.1fs, longer than its Timeout of %ss (Lambda would have stopped it)",
