@@ -41,7 +41,7 @@ def demo(appointments: int, patients: int, serve: bool, no_ddb_local: bool, out:
         seed=42,
         cancel_rate=0.06,
         no_show_rate=0.04,
-        copays=True,  # remittances: the generator makes one remittance per week (> 100 items at this size)
+        copays=True,  # remittances, write-offs and refunds run in `make soak` (and its short test)
     )
     # Sweeps every 20 s (not every 15 min / 1 min as deployed) so retries and CDC show up within the demo.
     system = LocalSystem(use_ddb_local=not no_ddb_local, schedule_interval_override_s=20.0, quiet=True)
