@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.dynamo import ObjectItem
@@ -228,7 +229,17 @@ class MoneySync:
             slot = f"payment:{pid}"
             specs[slot] = SlotSpec(
                 "Payment",
-                _bind_payment(self, ctx, item, slot, customers[pid], shape, d),
+                partial(
+                    self._payment_doc,
+                    ctx,
+                    item,
+                    slot,
+                    customers[pid],
+                    shape,
+                    d["received_on"],
+                    d.get("method"),
+                    d.get("reference"),
+                ),
                 forbidden,
             )
         if ctx.tenant.settings.entities.credits:
@@ -238,8 +249,8 @@ class MoneySync:
                     continue  # a closed visit gets no adjustment (its invoice is void or gone)
                 specs[adj.credit_slot] = SlotSpec(
                     "CreditMemo",
-                    _bind_credit(
-                        self,
+                    partial(
+                        self.credit_doc,
                         ctx,
                         item,
                         adj.credit_slot,
@@ -253,8 +264,8 @@ class MoneySync:
                 )
                 specs[adj.apply_slot] = SlotSpec(
                     "Payment",
-                    _bind_apply(
-                        self,
+                    partial(
+                        self.apply_doc,
                         ctx,
                         item,
                         adj.apply_slot,
@@ -280,8 +291,16 @@ class MoneySync:
         specs = {
             "creditmemo": SlotSpec(
                 "CreditMemo",
-                _bind_credit(
-                    self, ctx, item, "creditmemo", customer_id, d.get("kind", "courtesy"), amount, key, d["issued_on"]
+                partial(
+                    self.credit_doc,
+                    ctx,
+                    item,
+                    "creditmemo",
+                    customer_id,
+                    d.get("kind", "courtesy"),
+                    amount,
+                    key,
+                    d["issued_on"],
                 ),
                 forbidden,
             )
@@ -292,7 +311,9 @@ class MoneySync:
             if target.state == "ready" and applied > 0:
                 specs["apply"] = SlotSpec(
                     "Payment",
-                    _bind_apply(self, ctx, item, "apply", "creditmemo", customer_id, target, applied, d["issued_on"]),
+                    partial(
+                        self.apply_doc, ctx, item, "apply", "creditmemo", customer_id, target, applied, d["issued_on"]
+                    ),
                     forbidden,
                 )
             elif target.state != "ready":
@@ -471,45 +492,3 @@ class MoneySync:
 def _payment_lookup(customer_id: str, txn_date: str) -> str:
     # Payments have no DocNumber: same customer and date, then the PrivateNote marker picks ours.
     return f"CustomerRef = '{escape_query_value(customer_id)}' and TxnDate = '{escape_query_value(txn_date)}'"
-
-
-def _bind_payment(
-    ms: MoneySync,
-    ctx: Ctx,
-    item: ObjectItem,
-    slot: str,
-    customer_id: str,
-    shape: rules.PaymentShape,
-    d: dict[str, Any],
-) -> Callable[[], tuple[dict[str, Any], Any]]:
-    return lambda: ms._payment_doc(
-        ctx, item, slot, customer_id, shape, d["received_on"], d.get("method"), d.get("reference")
-    )
-
-
-def _bind_credit(
-    ms: MoneySync,
-    ctx: Ctx,
-    item: ObjectItem,
-    slot: str,
-    customer_id: str,
-    kind: str,
-    amount: Decimal,
-    target: str | None,
-    txn_date: str,
-) -> Callable[[], tuple[dict[str, Any], Any]]:
-    return lambda: ms.credit_doc(ctx, item, slot, customer_id, kind, amount, target, txn_date)
-
-
-def _bind_apply(
-    ms: MoneySync,
-    ctx: Ctx,
-    item: ObjectItem,
-    slot: str,
-    credit_slot: str,
-    customer_id: str,
-    target: rules.Target,
-    amount: Decimal,
-    txn_date: str,
-) -> Callable[[], tuple[dict[str, Any], Any]]:
-    return lambda: ms.apply_doc(ctx, item, slot, credit_slot, customer_id, target, amount, txn_date)
