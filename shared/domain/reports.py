@@ -74,11 +74,8 @@ def active(slot: Mapping[str, Any] | None) -> bool:
 
 def service_item_name(m: TenantMappings, code: str, payer: str, modality: str) -> str | None:
     """The QBO item a service line goes to (the sync engine's rule: most specific mapping key, payer suffix)."""
-    for key in (f"{code}|{payer}|{modality}", f"{code}|{payer}|*", f"{code}|*|{modality}", f"{code}|*|*", code):
-        if key in m.services:
-            payer_map = m.payer_types.get(payer)
-            return m.services[key] + ((payer_map.item_suffix if payer_map else None) or "")
-    return None
+    name = m.service_item(code, payer, modality)
+    return None if name is None else name + m.item_suffix(payer)
 
 
 # ================================================================== visits

@@ -74,6 +74,19 @@ class TenantMappings(_Strict):
     payment_methods: dict[str, QboRef] = Field(default_factory=dict)
     deposit_account: QboRef | None = None
 
+    def service_item(self, code: str, payer: str, modality: str) -> str | None:
+        """The mapped item name of a service line, before the payer suffix: the most specific key wins
+        (code|payer|modality, then wildcards, then the bare code)."""
+        for key in (f"{code}|{payer}|{modality}", f"{code}|{payer}|*", f"{code}|*|{modality}", f"{code}|*|*", code):
+            if key in self.services:
+                return self.services[key]
+        return None
+
+    def item_suffix(self, payer: str) -> str:
+        """What the payer type's mapping appends to item names ("" when it has none)."""
+        payer_map = self.payer_types.get(payer)
+        return (payer_map.item_suffix if payer_map else None) or ""
+
 
 TenantStatus = Literal["active", "disabled"]
 

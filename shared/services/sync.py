@@ -288,7 +288,7 @@ class SyncService:
     # ================================================================ references
     def _item_for(self, ctx: Ctx, code: str, payer: str, modality: str) -> str:
         m = ctx.tenant.mappings
-        name = _service_mapping(m, code, payer, modality)
+        name = m.service_item(code, payer, modality)
         if name is None:
             raise MissingMapping(
                 f"service code {code} has no QuickBooks item mapping",
@@ -296,8 +296,7 @@ class SyncService:
                 mapping=f"services.{code}",
                 code=code,
             )
-        payer_map = m.payer_types.get(payer)
-        suffix = (payer_map.item_suffix if payer_map else None) or ""
+        suffix = m.item_suffix(payer)
         row = self.refs.lookup(ctx.client, "Item", f"{name}{suffix}")
         if row is None:
             raise MissingMapping(
@@ -751,20 +750,6 @@ class SyncService:
                 client = self._clients.get(tenant.realm_id) or self._client_factory(tenant.realm_id)
                 self._clients[tenant.realm_id] = client
         return Ctx(tenant=tenant, client=client, prefs=docs.CompanyPrefs.from_summary(conn.company or {}))
-
-
-def _service_mapping(m: TenantMappings, code: str, payer: str, modality: str) -> str | None:
-    """Most specific key wins: code|payer|modality, then wildcards, then the bare code."""
-    for key in (
-        f"{code}|{payer}|{modality}",
-        f"{code}|{payer}|*",
-        f"{code}|*|{modality}",
-        f"{code}|*|*",
-        code,
-    ):
-        if key in m.services:
-            return m.services[key]
-    return None
 
 
 def _line_description(code: str, m: TenantMappings) -> str:
