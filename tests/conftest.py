@@ -74,3 +74,16 @@ def moto_aws(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
         monkeypatch.setenv("CALLBACK_QUEUE_URL", urls["CallbackQueue"])
         reset_container_state()
         yield {**aws_env, "DLQ_URL": urls["DeadLetterQueue"], "CALLBACK_QUEUE_URL": urls["CallbackQueue"]}
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Any]:
+    """A QBO emulator per test module (127.0.0.1, free port), driven through its control API."""
+    from infra.qbo_emulator import EmulatorServer
+    from infra.qbo_emulator.control import EmulatorControl
+
+    server = EmulatorServer(port=0).start()
+    try:
+        yield EmulatorControl(server.url)
+    finally:
+        server.stop()

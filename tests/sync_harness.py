@@ -27,6 +27,19 @@ from shared.services.sweeps import retry_sweep
 from shared.services.sync import SyncService
 from tests.fakes import MemoryPaceStore
 
+DELIVERY_ORDERS = ("duplicated", "reversed", "random")
+
+
+def delivered(events: list[dict[str, Any]], order: str, seed: int) -> list[dict[str, Any]]:
+    """``events`` as the platform might deliver them: each twice, in reverse, or shuffled (``seed``)."""
+    if order == "duplicated":
+        return [e for e in events for _ in (0, 1)]
+    if order == "reversed":
+        return events[::-1]
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
 
 class EmulatorTokens:
     """Access tokens issued directly by the emulator (the OAuth flow has its own tests)."""

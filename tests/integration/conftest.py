@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.qbo import pacing
 from shared.config import reset_settings_cache
@@ -244,16 +243,6 @@ def raw_table_dump() -> str:
     client = boto3.client("dynamodb", region_name=get_settings().aws_region)
     items = client.scan(TableName=get_settings().ledger_table)["Items"]
     return json.dumps(items, default=str)
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    """A QBO emulator per test module (127.0.0.1, free port)."""
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
 
 
 @pytest.fixture

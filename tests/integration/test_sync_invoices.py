@@ -12,7 +12,7 @@ import pytest
 from infra.demo.scenario import pt_week
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.objects import events_of
-from tests.sync_harness import SyncHarness, money
+from tests.sync_harness import DELIVERY_ORDERS, SyncHarness, delivered, money
 
 
 def _books_summary(h: SyncHarness) -> dict[str, tuple[str, Decimal]]:
@@ -62,19 +62,12 @@ def _expected(h: SyncHarness, seed: int) -> tuple[dict[str, tuple[str, Decimal]]
     return _books_summary(h), sc.events
 
 
-@pytest.mark.parametrize("order", ["duplicated", "reversed", "random"])
+@pytest.mark.parametrize("order", DELIVERY_ORDERS)
 def test_delivery_order_and_duplicates_do_not_change_the_books(
     harness: SyncHarness, emulator: EmulatorControl, order: str
 ) -> None:
     sc = pt_week(harness.tenant_id, appointments=20, patients=6, seed=11)
-    events = list(sc.events)
-    if order == "duplicated":
-        events = [e for e in events for _ in (0, 1)]
-    elif order == "reversed":
-        events.reverse()
-    else:
-        random.Random(3).shuffle(events)
-    harness.store(events)
+    harness.store(delivered(sc.events, order, seed=3))
     harness.drain(shuffle=random.Random(5))
     invoices = harness.invoices()
     assert len(invoices) == len(sc.invoiced)

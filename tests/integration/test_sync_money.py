@@ -15,7 +15,7 @@ import pytest
 from infra.demo.scenario import pt_week
 from infra.qbo_emulator.control import EmulatorControl
 from shared.services.sweeps import retry_sweep
-from tests.sync_harness import SyncHarness, money
+from tests.sync_harness import DELIVERY_ORDERS, SyncHarness, delivered, money
 
 T = "clinic-1"
 LINES = [
@@ -450,17 +450,10 @@ def test_commit_then_drop_on_every_money_write_creates_no_duplicates(
     assert_scenario_books(harness, sc)
 
 
-@pytest.mark.parametrize("order", ["duplicated", "reversed", "random"])
+@pytest.mark.parametrize("order", DELIVERY_ORDERS)
 def test_money_scenario_in_any_order(harness: SyncHarness, order: str) -> None:
     sc = pt_week(T, appointments=10, patients=4, seed=13, copays=True, remittances=True, write_off=True, refund=True)
-    events = list(sc.events)
-    if order == "duplicated":
-        events = [e for e in events for _ in (0, 1)]
-    elif order == "reversed":
-        events.reverse()
-    else:
-        random.Random(8).shuffle(events)
-    harness.store(events)
+    harness.store(delivered(sc.events, order, seed=8))
     harness.drain(shuffle=random.Random(1))
     assert_scenario_books(harness, sc)
 

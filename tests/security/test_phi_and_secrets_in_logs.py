@@ -5,13 +5,11 @@ log line written and every ledger item are scanned."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from infra.demo.scenario import pt_week
-from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
 from tests import builders as b
 from tests.integration.conftest import raw_table_dump
@@ -19,15 +17,6 @@ from tests.security.conftest import handler_send, make_poster, new_tenant
 from tests.sync_harness import SyncHarness
 
 TOKENS_ATTR = "_tokens"  # QboClient keeps its token provider here (EmulatorTokens in the harness)
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
 
 
 def _run(

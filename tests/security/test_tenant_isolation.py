@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from infra.demo.scenario import pt_week
-from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
 from tests import builders as b
 from tests.security.conftest import Poster, TenantKeys, ledger_size, new_tenant
@@ -50,15 +48,6 @@ def test_the_same_ids_in_two_tenants_are_two_separate_records(post: Poster, tena
 
 
 # ---------------------------------------------------------------- two tenants, two realms, one sync engine
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorControl]:
-    server = EmulatorServer(port=0).start()
-    try:
-        yield EmulatorControl(server.url)
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def two_clinics(
     emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
