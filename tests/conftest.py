@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,7 +65,17 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 def moto_aws(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """In-process moto with the ledger table, the queues and the app secrets of template.yaml."""
     from moto import mock_aws
+    from moto.core.botocore_stubber import BotocoreStubber
 
+    # DynamoDB applies a conditional write atomically; moto's backends have no lock, so two threads could both
+    # pass the same condition. One request at a time gives the tests the atomicity the real services have.
+    serial, process = threading.Lock(), BotocoreStubber.process_request
+
+    def one_at_a_time(self: BotocoreStubber, request: Any) -> Any:
+        with serial:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", one_at_a_time)
     with mock_aws():
         ddb = boto3.client("dynamodb")
         ddb.create_table(**table_definition())
