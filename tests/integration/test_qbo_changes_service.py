@@ -180,6 +180,18 @@ def test_echo_of_a_recorded_write_needs_no_read_and_sends_nothing(svc: Any) -> N
     assert sent == [] and qbo.stats.reads == 0
 
 
+def test_a_cdc_change_in_the_same_second_as_our_write_is_not_taken_for_an_echo(svc: Any) -> None:
+    # The QBO user voided the invoice within the second of our write: LastUpdatedTime (whole seconds) is equal,
+    # the SyncToken is newer. The CDC row carries the body, so the token decides, with no read.
+    service, sent, qbo = svc
+    tenant()
+    obj("appointment:a1", "invoice", invoice_slot(last_updated=T1, sync_token="0"))
+    voided = {**invoice_row("1", 0.0), "PrivateNote": "Voided"}
+    cdc = Notice(REALM, "Invoice", "130", "Update", T1, "cdc", "cdc:Invoice:130:t1", {"entity": voided})
+    assert service.handle(cdc) == "voided"
+    assert [cb["type"] for cb in sent] == ["invoice.voided_in_qbo"] and qbo.stats.reads == 0
+
+
 def test_cdc_pages_past_the_cap_and_reports_drift(svc: Any) -> None:
     _, _, qbo = svc
     tenant()
