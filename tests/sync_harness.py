@@ -6,6 +6,7 @@ until nothing is dirty (what the stream + sync worker do on the local stack).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -13,10 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from infra.demo.company import mappings as company_mappings
 from infra.demo.company import setup_company
+from infra.local.filters import matches_any
+from infra.local.template import load_template
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem
 from shared.adapters.qbo.client import QboClient
@@ -28,6 +32,23 @@ from shared.services.sync import SyncService
 from tests.fakes import MemoryPaceStore
 
 DELIVERY_ORDERS = ("duplicated", "reversed", "random")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _sync_worker_filters() -> list[dict[str, Any]]:
+    model = load_template(ROOT / "template.yaml")
+    (source,) = [
+        s for s in model.event_sources.values() if s.function_id == "SyncWorkerFunction" and s.source_kind == "dynamodb"
+    ]
+    return source.filters
+
+
+def stream_delivers(obj: ObjectItem) -> bool:
+    """Whether the ledger stream hands this object's current image to the sync worker (the template's filter).
+
+    The harness drains only such objects: one the stream holds back stays dirty, as it would on AWS."""
+    return matches_any(_sync_worker_filters(), {"eventName": "MODIFY", "dynamodb": {"NewImage": obj.serialize()}})
 
 
 def delivered(events: list[dict[str, Any]], order: str, seed: int) -> list[dict[str, Any]]:
@@ -142,10 +163,10 @@ class SyncHarness:
         return new
 
     def drain(self, max_rounds: int = 20, shuffle: random.Random | None = None) -> int:
-        """Reconcile dirty objects until none is left. Returns reconcile calls made."""
+        """Reconcile the objects the stream delivers until none is left. Returns reconcile calls made."""
         calls = 0
         for _ in range(max_rounds):
-            dirty = [o for o in ObjectItem.scan(ObjectItem.dirty == True) if o.rtype == "object"]  # noqa: E712
+            dirty = [o for o in self.objects() if stream_delivers(o)]
             if not dirty:
                 return calls
             if shuffle:
@@ -161,7 +182,7 @@ class SyncHarness:
         due at once (what the retry sweep does after the delay). Faults are cleared at the end."""
         later = datetime.now(UTC) + timedelta(hours=1)
         for _ in range(max_steps):
-            dirty = [o for o in self.objects() if o.dirty]
+            dirty = [o for o in self.objects() if stream_delivers(o)]
             if not dirty:
                 if not any(retry_sweep(now=later).values()):
                     break

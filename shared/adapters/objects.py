@@ -240,6 +240,33 @@ class ObjectRepository:
             raise
         return True
 
+    @staticmethod
+    def reclaim(item: ObjectItem, *, reason: str) -> bool:
+        """Take back an object whose worker died under its lease: drop the expired lease and mark it dirty.
+
+        Dropping the lease matters: the sync worker's stream filter holds back records of leased objects, so a
+        touch alone would leave the object dirty forever. False if the object vanished or another worker claimed
+        it since ``item`` was read (its lease is no longer the expired one)."""
+        ts = now_iso()
+        actions: list[Action] = [
+            ObjectItem.dirty.set(True),
+            ObjectItem.status_reason.set(reason),
+            ObjectItem.updated_at.set(ts),
+            ObjectItem.lease_until.remove(),
+            _owner_attr().remove(),
+        ]
+        if item.status in ATTENTION:
+            actions += [ObjectItem.gsi1pk.set(f"STATUS#{item.status}"), ObjectItem.gsi1sk.set(f"{item.tenant_id}#{ts}")]
+        else:
+            actions += [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+        try:
+            item.update(actions=actions, condition=ObjectItem.lease_until == item.lease_until)
+        except UpdateError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def ensure(self, tenant_id: str, object_key: str, kind: str) -> None:
         """Create an empty row for an object known only by reference (e.g. a patient with no event yet)."""
         try:

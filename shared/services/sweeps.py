@@ -19,7 +19,7 @@ def retry_sweep(now: datetime | None = None, objects: ObjectRepository | None = 
     now = now or datetime.now(UTC)
     woken = {"retrying": 0, "waiting": 0, "held": 0, "abandoned": 0}
     for item in repo.expired_leases(int(now.timestamp())):
-        woken["abandoned"] += repo.touch(item, reason="its worker stopped mid-reconcile; running it again")
+        woken["abandoned"] += repo.reclaim(item, reason="its worker stopped mid-reconcile; running it again")
     for item in repo.by_status("retrying"):
         if item.next_attempt_at and datetime.fromisoformat(item.next_attempt_at) <= now:
             woken["retrying"] += repo.touch(item, reason="retry after backoff")

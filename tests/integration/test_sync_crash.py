@@ -42,5 +42,20 @@ def test_object_left_under_a_dead_workers_lease_is_picked_up_again(
     retry_sweep()
     after = ObjectItem.get(object_pk(T, "appointment:appt-1"), "OBJ")
     assert after.updated_at != before, "nothing woke the object left by the dead worker"
+    assert after.lease_until is None, "the dead worker's lease still holds the stream's records back"
     harness.drain()
     assert len(harness.invoices()) == 1
+    done = ObjectItem.get(object_pk(T, "appointment:appt-1"), "OBJ")
+    assert (done.status, done.dirty, done.synced_version) == ("synced", False, 2)
+
+
+def test_reclaim_leaves_an_object_another_worker_claimed_meanwhile(harness: SyncHarness) -> None:
+    from shared.adapters.objects import ObjectRepository
+
+    harness.store([patient(), appointment("appointment.completed", 2)])
+    key = object_pk(T, "appointment:appt-1")
+    ObjectItem.get(key, "OBJ").update(actions=[ObjectItem.lease_until.set(int(time.time()) - 1)])
+    stale = ObjectItem.get(key, "OBJ")  # what the sweep read: an expired lease
+    assert ObjectRepository().claim(T, "appointment:appt-1") is not None  # a live worker takes it first
+    assert ObjectRepository.reclaim(stale, reason="sweep") is False
+    assert ObjectItem.get(key, "OBJ").lease_until > time.time()  # the live worker's lease is intact
