@@ -61,6 +61,7 @@ class SoakConfig:
     settle_timeout_s: float = 3600.0
     drain_under_faults_s: float = 600.0  # how long the tail of the work drains with faults still on
     batch_size: int = 25
+    retry_base_s: float = 5.0  # the product's default backoff (5, 10, 20 ... s); the short soak shortens it
 
     @classmethod
     def quick(cls) -> SoakConfig:
@@ -78,6 +79,7 @@ class SoakConfig:
             phases=6,
             settle_timeout_s=240.0,
             drain_under_faults_s=20.0,
+            retry_base_s=1.0,
         )
 
 
@@ -168,7 +170,12 @@ def run_soak(cfg: SoakConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     started = time.monotonic()
     killer = WorkerKiller(cfg.seed, cfg.kill_after_commit, cfg.kill_after_reconcile)
-    with killer.installed(cfg.lease_s), LocalSystem(schedules_enabled=False, emulator_limits=True) as system:
+    with (
+        killer.installed(cfg.lease_s),
+        LocalSystem(
+            schedules_enabled=False, emulator_limits=True, env={"RETRY_BASE_S": f"{cfg.retry_base_s:g}"}
+        ) as system,
+    ):
         log(f"local system up in {time.monotonic() - started:.1f}s")
         plans = _onboard_all(system, cfg)
         log(f"{len(plans)} tenants on {cfg.realms} realms onboarded")

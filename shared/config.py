@@ -41,6 +41,8 @@ class Settings(BaseModel):
     qbo_timeout_s: float = Field(default=30.0, alias="QBO_TIMEOUT_S")
     # Objects reconciled concurrently per sync-worker invocation; their writes share /batch calls per realm.
     sync_concurrency: int = Field(default=64, ge=1, le=100, alias="SYNC_CONCURRENCY")
+    # A retrying object waits base, 2x base, 4x base ... seconds (at most 15 minutes) before the sweep wakes it.
+    retry_base_s: float = Field(default=5.0, gt=0, le=300, alias="RETRY_BASE_S")
     # Observability
     tracing_enabled: bool = Field(default=False, alias="QBSYNC_TRACING")
     ops_local_key: str = Field(default="", alias="OPS_LOCAL_KEY")

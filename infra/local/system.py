@@ -31,6 +31,7 @@ class LocalSystem:
         webhook_format: str = "cloudevents",
         emulator_limits: bool = True,
         quiet: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.template = Path(template)
         self.use_ddb_local = use_ddb_local
@@ -39,6 +40,7 @@ class LocalSystem:
         self.webhook_format = webhook_format
         self.emulator_limits = emulator_limits
         self.quiet = quiet  # handlers log warnings only (the demo prints its own summary)
+        self.env = dict(env or {})  # extra environment for every function (settings, e.g. RETRY_BASE_S)
         self.client_id = "qbsync-local-app"
         self.client_secret = secrets.token_urlsafe(24)
         self.verifier_token = secrets.token_urlsafe(24)
@@ -60,6 +62,7 @@ class LocalSystem:
                 "OAUTHLIB_INSECURE_TRANSPORT": "1",
                 "OPS_LOCAL_KEY": secrets.token_urlsafe(16),
                 **({"POWERTOOLS_LOG_LEVEL": "WARNING"} if self.quiet else {}),
+                **self.env,
             },
         )
         try:

@@ -33,6 +33,7 @@ from shared.adapters.objects import LeaseLost, ObjectRepository
 from shared.adapters.qbo.faults import QboFault, QboNotFound, QboStale
 from shared.adapters.qbo.types import QboApi
 from shared.adapters.refs import RefCache, escape_query_value
+from shared.config import get_settings
 from shared.domain import documents as docs
 from shared.domain import naming
 from shared.domain.errors import (
@@ -661,7 +662,7 @@ class SyncService:
         synced = None
         if outcome.status == "retrying":
             attempts += 1
-            delay = min(5 * 2 ** (attempts - 1), 900)
+            delay = min(get_settings().retry_base_s * 2 ** (attempts - 1), 900)
             next_at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat()
         elif outcome.status == "failed":
             attempts += 1

@@ -7,6 +7,8 @@ every tenant's totals in QuickBooks equal to the platform's to the cent."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.soak import SoakConfig, run_soak
@@ -21,15 +23,27 @@ def test_short_chaos_soak_passes_exactly() -> None:
     # the dead worker's lease expires).
     cfg.visits, cfg.phases, cfg.drain_under_faults_s = 30, 4, 10.0
     report = run_soak(cfg, log=lambda _m: None)
+    # On failure, say what happened in a few lines (CI shows little else of a long run).
+    why = json.dumps(
+        {
+            k: report.get(k)
+            for k in ("ok", "events_accepted", "events_by_object_status", "unaccounted_sample", "chaos", "sweeps")
+        }
+        | {
+            "not_at_rest": report["not_at_rest"][:4],
+            "totals": {t: v.get("in_qbo") for t, v in report["tenants"].items()},
+        },
+        default=str,
+    )
 
-    assert report["events_accepted"] > 80
-    assert report["killed_workers"].get("after_reconcile", 0) > 0
-    assert report["deliveries_posted"] > report["events_accepted"]  # duplicates were delivered
+    assert report["events_accepted"] > 80, why
+    assert report["killed_workers"].get("after_reconcile", 0) > 0, why
+    assert report["deliveries_posted"] > report["events_accepted"], why  # duplicates were delivered
     assert report["duplicates_in_qbo"] == 0, report["duplicates_sample"]
     assert report["qbsync_documents_not_in_ledger"] == 0, report["orphans_sample"]
-    assert report["unaccounted"] == 0, (report["unaccounted_sample"], report["not_at_rest"][:5])
-    assert report["failed"] == 0 and report["held"] == 0
+    assert report["unaccounted"] == 0, why
+    assert report["failed"] == 0 and report["held"] == 0, why
     for tenant, t in report["tenants"].items():
-        assert t["in_qbo"] == t["expected"], tenant
-        assert t["invoices"]["in_qbo"] == t["invoices"]["expected"], tenant
-    assert report["ok"]
+        assert t["in_qbo"] == t["expected"], (tenant, why)
+        assert t["invoices"]["in_qbo"] == t["invoices"]["expected"], (tenant, why)
+    assert report["ok"], why
