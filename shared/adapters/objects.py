@@ -224,21 +224,30 @@ class ObjectRepository:
 
     @staticmethod
     def touch_item(item: ObjectItem, *, reason: str) -> bool:
-        """``touch`` without a repository instance (ops actions use it too)."""
-        try:
-            item.update(
-                actions=[
-                    ObjectItem.dirty.set(True),
-                    ObjectItem.status_reason.set(reason),
-                    ObjectItem.updated_at.set(now_iso()),
-                ],
-                condition=ObjectItem.pk.exists(),
-            )
-        except UpdateError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        """``touch`` without a repository instance (ops actions use it too).
+
+        An object left under a dead worker's expired lease loses that lease too: the sync worker's stream filter
+        holds back records of leased objects, so a touch alone would leave it dirty and never delivered."""
+        actions: list[Action] = [
+            ObjectItem.dirty.set(True),
+            ObjectItem.status_reason.set(reason),
+            ObjectItem.updated_at.set(now_iso()),
+        ]
+        expired = ObjectItem.lease_until < int(time.time())
+        attempts: list[tuple[list[Action], Any]] = [
+            (actions, ObjectItem.lease_until.does_not_exist()),  # the usual case: one write
+            ([*actions, ObjectItem.lease_until.remove(), _owner_attr().remove()], expired),
+            (actions, None),  # a live worker holds it and is reconciling it now
+        ]
+        for update, lease_condition in attempts:
+            condition = ObjectItem.pk.exists() if lease_condition is None else ObjectItem.pk.exists() & lease_condition
+            try:
+                item.update(actions=update, condition=condition)
+                return True
+            except UpdateError as exc:
+                if not conditional_failed(exc):
+                    raise
+        return False
 
     @staticmethod
     def reclaim(item: ObjectItem, *, reason: str) -> bool:

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def system() -> Iterator[LocalSystem]:
     # DynamoDB Local (the default): moto's in-process server can stall a stream read under the concurrent worker.
-    with LocalSystem(schedules_enabled=False) as s:
+    # Backoff starts at 1 s instead of 5 s (RETRY_BASE_S) so the retries these tests wait for come sooner.
+    with LocalSystem(schedules_enabled=False, env={"RETRY_BASE_S": "1"}) as s:
         yield s
 
 

@@ -59,3 +59,21 @@ def test_reclaim_leaves_an_object_another_worker_claimed_meanwhile(harness: Sync
     assert ObjectRepository().claim(T, "appointment:appt-1") is not None  # a live worker takes it first
     assert ObjectRepository.reclaim(stale, reason="sweep") is False
     assert ObjectItem.get(key, "OBJ").lease_until > time.time()  # the live worker's lease is intact
+
+
+def test_a_touch_frees_an_object_from_a_dead_workers_expired_lease(harness: SyncHarness) -> None:
+    """Ops retries and dependants' wake-ups touch objects too; under an expired lease the stream would hold the
+    touched object back forever."""
+    from shared.adapters.objects import ObjectRepository
+    from tests.sync_harness import stream_delivers
+
+    harness.store([patient(), appointment("appointment.completed", 2)])
+    key = object_pk(T, "appointment:appt-1")
+    ObjectItem.get(key, "OBJ").update(actions=[ObjectItem.lease_until.set(int(time.time()) - 1)])
+    assert ObjectRepository.touch_item(ObjectItem.get(key, "OBJ"), reason="retry requested by ops")
+    touched = ObjectItem.get(key, "OBJ")
+    assert touched.lease_until is None and stream_delivers(touched)
+    # A live lease is left alone.
+    assert ObjectRepository().claim(T, "appointment:appt-1") is not None
+    assert ObjectRepository.touch_item(ObjectItem.get(key, "OBJ"), reason="again")
+    assert ObjectItem.get(key, "OBJ").lease_until > time.time()
