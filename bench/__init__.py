@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Modules that register benchmarks (imported by ``python -m bench``); later ones add per-realm throughput etc.
-MODULES: tuple[str, ...] = ("bench.ingest", "bench.coldstart", "bench.baseline", "bench.throughput")
+MODULES: tuple[str, ...] = ("bench.ingest", "bench.coldstart", "bench.baseline", "bench.throughput", "bench.fairness")
 
 
 @dataclass(frozen=True)
