@@ -18,7 +18,7 @@ from typing import Any, cast
 from pynamodb.exceptions import UpdateError
 
 from shared.adapters.dynamo import ObjectItem, bind_table
-from shared.adapters.objects import ATTENTION, ObjectRepository, conditional_failed, now_iso, object_pk
+from shared.adapters.objects import ObjectRepository, conditional_failed, now_iso, object_pk, status_index
 from shared.domain.errors import Conflict, NotFound
 
 
@@ -100,10 +100,7 @@ class AttentionStore:
             ObjectItem.updated_at.set(ts),
             ObjectItem.next_attempt_at.remove(),
         ]
-        if status in ATTENTION:
-            actions += [ObjectItem.gsi1pk.set(f"STATUS#{status}"), ObjectItem.gsi1sk.set(f"{item.tenant_id}#{ts}")]
-        else:
-            actions += [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+        actions += status_index(status, item.tenant_id, ts)
         # Leaving a wait: the object is no longer woken by its prerequisite.
         actions += [ObjectItem.waiting_on.remove(), ObjectItem.gsi2pk.remove(), ObjectItem.gsi2sk.remove()]
         try:

@@ -27,6 +27,13 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def status_index(status: str, tenant_id: str, ts: str) -> list[Action]:
+    """The gsi1 entry for ``status``: objects that need attention are listed by status; the others leave it."""
+    if status in ATTENTION:
+        return [ObjectItem.gsi1pk.set(f"STATUS#{status}"), ObjectItem.gsi1sk.set(f"{tenant_id}#{ts}")]
+    return [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+
+
 def object_pk(tenant_id: str, object_key: str) -> str:
     return f"OBJ#{tenant_id}#{object_key}"
 
@@ -179,13 +186,7 @@ class ObjectRepository:
             _owner_attr().remove(),
         ]
         actions.append(ObjectItem.status_reason.set(reason) if reason else ObjectItem.status_reason.remove())
-        if status in ATTENTION:
-            actions += [
-                ObjectItem.gsi1pk.set(f"STATUS#{status}"),
-                ObjectItem.gsi1sk.set(f"{item.tenant_id}#{ts}"),
-            ]
-        else:
-            actions += [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+        actions += status_index(status, item.tenant_id, ts)
         if waiting_on:
             actions += [
                 ObjectItem.waiting_on.set(waiting_on),
@@ -264,10 +265,7 @@ class ObjectRepository:
             ObjectItem.lease_until.remove(),
             _owner_attr().remove(),
         ]
-        if item.status in ATTENTION:
-            actions += [ObjectItem.gsi1pk.set(f"STATUS#{item.status}"), ObjectItem.gsi1sk.set(f"{item.tenant_id}#{ts}")]
-        else:
-            actions += [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+        actions += status_index(item.status, item.tenant_id, ts)
         try:
             item.update(actions=actions, condition=ObjectItem.lease_until == item.lease_until)
         except UpdateError as exc:
