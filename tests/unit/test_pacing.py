@@ -38,6 +38,31 @@ class CallRecorder:
         return max((sum(1 for t in s[i:] if t <= s[i] + window) for i in range(len(s))), default=0)
 
 
+class Booked:
+    """The store the pacer books on, recording the pacer's own clock at each successful booking: the start QBO
+    would see, free of the scheduling delay between a booking and its thread running on a loaded machine (that
+    delay made a thread's recorded start drift into the next window: 11 in 1 s once in CI)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self.at: dict[str, list[float]] = {"request": [], "batch": []}
+
+    def take(self, realm_id: str, bucket: str, now: float, interval: float, tolerance: float) -> float:
+        wait = float(self.inner.take(realm_id, bucket, now, interval, tolerance))
+        if wait <= 0:
+            with self._lock:
+                self.at[bucket].append(now)
+        return wait
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def max_in_window(self, bucket: str, window: float) -> int:
+        s = sorted(self.at[bucket])
+        return max((sum(1 for t in s[i:] if t <= s[i] + window) for i in range(len(s))), default=0)
+
+
 def run_threads(n: int, target: Any) -> float:
     started = time.monotonic()
     threads = [threading.Thread(target=target) for _ in range(n)]
@@ -81,7 +106,7 @@ def test_spaced_starts_fill_but_never_exceed_the_budget() -> None:
 
 @pytest.mark.parametrize("store_kind", ["memory", "dynamo"])
 def test_threads_never_exceed_inflight_or_rate(store_kind: str, request: pytest.FixtureRequest) -> None:
-    store = MemoryPaceStore() if store_kind == "memory" else request.getfixturevalue("ddb_store")
+    store = Booked(MemoryPaceStore() if store_kind == "memory" else request.getfixturevalue("ddb_store"))
     pacer = Pacer("realm-a", limits=SMALL, store=store)
     rec = CallRecorder()
 
@@ -89,30 +114,32 @@ def test_threads_never_exceed_inflight_or_rate(store_kind: str, request: pytest.
 
     assert len(rec.starts) == 24
     assert rec.max_inflight <= 3
-    assert rec.max_in_window(1.0) <= 10
+    assert store.max_in_window("request", 1.0) <= 10
     # Paced, not serialised to a crawl: 24 calls at ~9/s after a burst of 1.
     assert 2.0 <= elapsed < 12.0
 
 
 def test_two_containers_share_the_dynamodb_budget(ddb_store: DynamoPaceStore) -> None:
     # Two Pacer instances = two containers: only the table is shared.
-    pacers = [Pacer("realm-a", limits=SMALL, store=ddb_store) for _ in range(2)]
+    store = Booked(ddb_store)
+    pacers = [Pacer("realm-a", limits=SMALL, store=store) for _ in range(2)]
     rec = CallRecorder()
 
     run_threads(8, lambda: [rec.call(pacers[i % 2]) for i in range(3)])
 
     assert rec.max_inflight <= 3
-    assert rec.max_in_window(1.0) <= 10
+    assert store.max_in_window("request", 1.0) <= 10
 
 
 def test_batch_calls_have_their_own_budget(ddb_store: DynamoPaceStore) -> None:
-    pacer = Pacer("realm-a", limits=SMALL, store=ddb_store)
+    store = Booked(ddb_store)
+    pacer = Pacer("realm-a", limits=SMALL, store=store)
     rec = CallRecorder()
 
     run_threads(4, lambda: [rec.call(pacer, "batch", 0.0) for _ in range(2)])
 
     assert len(rec.starts) == 8
-    assert rec.max_in_window(1.0) <= 4
+    assert store.max_in_window("batch", 1.0) <= 4
 
 
 def test_a_saturated_realm_does_not_slow_another_realm(ddb_store: DynamoPaceStore) -> None:
@@ -122,7 +149,8 @@ def test_a_saturated_realm_does_not_slow_another_realm(ddb_store: DynamoPaceStor
         waits.append(seconds)
         time.sleep(seconds)
 
-    slow = Pacer("realm-busy", limits=SMALL, store=ddb_store)
+    booked = Booked(ddb_store)
+    slow = Pacer("realm-busy", limits=SMALL, store=booked)
     quiet = Pacer("realm-quiet", limits=SMALL, store=ddb_store, sleep=recording_sleep)
     busy = CallRecorder()
     stop = threading.Event()
@@ -146,7 +174,7 @@ def test_a_saturated_realm_does_not_slow_another_realm(ddb_store: DynamoPaceStor
     # for the busy realm's: measured as the waits it asked for, not wall time, so machine load cannot skew it.
     interval, _ = SMALL.gcra("request")
     assert sum(waits) <= 2 * interval + 0.05
-    assert busy.max_in_window(1.0) <= 10
+    assert busy.starts and booked.max_in_window("request", 1.0) <= 10
 
 
 def test_a_crashed_workers_slot_frees_when_its_lease_ends(ddb_store: DynamoPaceStore) -> None:
