@@ -24,6 +24,7 @@ from infra.local.template import load_template
 from infra.qbo_emulator.control import EmulatorControl
 from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem
 from shared.adapters.qbo.client import QboClient
+from shared.adapters.qbo.coalesce import CoalescingClient, Workers
 from shared.adapters.qbo.pacing import Pacer
 from shared.adapters.qbo.types import QboApi
 from shared.domain.events import EventEnvelope, parse_event
@@ -84,8 +85,10 @@ class SyncHarness:
     control: EmulatorControl
     realm_id: str
     tenant_id: str = "clinic-1"
+    coalesce: bool = False  # writes through a CoalescingClient, as the sync worker does (batch calls)
     service: SyncService = field(init=False)
     clients: list[QboClient] = field(default_factory=list)
+    workers: Workers = field(default_factory=Workers)
 
     def __post_init__(self) -> None:
         tokens = EmulatorTokens(self.control)
@@ -94,7 +97,12 @@ class SyncHarness:
             # Pacing itself has its own tests (on DynamoDB too); here it runs in memory so engine tests stay fast.
             client = QboClient(realm, tokens=tokens, pacer=Pacer(realm, store=MemoryPaceStore()))
             self.clients.append(client)
-            return client
+            if not self.coalesce:
+                return client
+            # A batch goes when every worker waits on it (or it is full); the linger only bounds a straggler.
+            # Writers of one object record their intents one at a time first, so the default 50 ms would
+            # split their batch on a loaded machine.
+            return CoalescingClient(client, workers=self.workers, linger_s=2.0)
 
         self.service = SyncService(factory)
 
@@ -172,7 +180,7 @@ class SyncHarness:
             if shuffle:
                 shuffle.shuffle(dirty)
             for obj in dirty:
-                self.service.reconcile(obj.tenant_id, obj.object_key)
+                self.reconcile(obj.tenant_id, obj.object_key)
                 calls += 1
         raise AssertionError("objects still dirty after drain")
 
@@ -188,8 +196,12 @@ class SyncHarness:
                     break
                 continue
             self.control.set_faults(self.realm_id, commit_then_drop={"next": 1})
-            self.service.reconcile(dirty[0].tenant_id, dirty[0].object_key)
+            self.reconcile(dirty[0].tenant_id, dirty[0].object_key)
         self.control.clear_faults(self.realm_id)
+
+    def reconcile(self, tenant_id: str, object_key: str) -> None:
+        with self.workers.worker():  # as the sync worker counts each record it processes
+            self.service.reconcile(tenant_id, object_key)
 
     def objects(self, status: str | None = None) -> list[ObjectItem]:
         return [o for o in ObjectItem.scan() if o.rtype == "object" and (status is None or o.status == status)]

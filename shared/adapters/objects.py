@@ -7,6 +7,8 @@ manual) are indexed in ``gsi1`` (``STATUS#{status}``); synced / skipped / exclud
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,10 +49,20 @@ class LeaseLost(Exception):
     """Another worker took the object (our lease expired); drop the work, it will be redone."""
 
 
+def slot_intents(item: ObjectItem) -> dict[str, dict[str, Any]]:
+    """The write intents in doubt, per slot (an object with several documents may have several)."""
+    raw = item.intent or {}
+    if "slot" in raw:  # a single intent written before intents were kept per slot
+        return {str(raw["slot"]): raw}
+    return dict(raw.get("slots") or {})
+
+
 class ObjectRepository:
     def __init__(self) -> None:
         bind_table()
         self.owner = uuid.uuid4().hex[:12]
+        # Private copies of a leased object handed to concurrent slot writers → (the object, its write lock).
+        self._shared: dict[int, tuple[ObjectItem, threading.Lock]] = {}
 
     # ---------------------------------------------------------------- events -> desired state
     def apply_event(self, event: EventItem, lifecycle: str, kind: str) -> bool:
@@ -152,17 +164,53 @@ class ObjectRepository:
     # ---------------------------------------------------------------- outcomes
     def record_slot(self, item: ObjectItem, slot: str, info: dict[str, Any] | None) -> None:
         """Store (or clear) the QBO document of a slot the moment it is known."""
-        qbo = dict(item.qbo or {})
-        if info is None:
-            qbo.pop(slot, None)
-        else:
-            qbo[slot] = info
-        item.qbo = qbo
-        self.update(item, [ObjectItem.qbo.set(qbo)])
+        with self._writing(item) as target:
+            qbo = dict(target.qbo or {})
+            if info is None:
+                qbo.pop(slot, None)
+            else:
+                qbo[slot] = info
+            target.qbo = qbo
+            self.update(target, [ObjectItem.qbo.set(qbo)])
 
-    def record_intent(self, item: ObjectItem, intent: dict[str, Any] | None) -> None:
-        item.intent = intent
-        self.update(item, [ObjectItem.intent.set(intent) if intent is not None else ObjectItem.intent.remove()])
+    def record_intent(self, item: ObjectItem, slot: str, intent: dict[str, Any] | None) -> None:
+        """Record (or clear, with None) the write intent of one slot: set before its QBO call, cleared after."""
+        with self._writing(item) as target:
+            intents = {k: v for k, v in slot_intents(target).items() if k != slot}
+            if intent is not None:
+                intents[slot] = intent
+            value = {"slots": intents} if intents else None
+            target.intent = value
+            self.update(target, [ObjectItem.intent.set(value) if value is not None else ObjectItem.intent.remove()])
+
+    @contextlib.contextmanager
+    def copies_for_writers(self, item: ObjectItem, n: int) -> Iterator[list[ObjectItem]]:
+        """``n`` private copies of a leased object, for threads that write its slots at once.
+
+        A thread cannot read an item another thread writes: pynamodb resets every attribute of an item from the
+        update's answer. So each thread reads its own copy; its slot and intent records are applied to ``item``
+        one at a time under a lock (slots and intents are stored whole, so no write may start from a stale
+        value) and the result is copied back to the thread's copy. ``item`` is current when this returns."""
+        lock = threading.Lock()
+        copies = [ObjectItem.from_raw_data(item.serialize()) for _ in range(n)]
+        for copy in copies:
+            self._shared[id(copy)] = (item, lock)
+        try:
+            yield copies
+        finally:
+            for copy in copies:
+                self._shared.pop(id(copy), None)
+
+    @contextlib.contextmanager
+    def _writing(self, item: ObjectItem) -> Iterator[ObjectItem]:
+        shared = self._shared.get(id(item))
+        if shared is None:
+            yield item
+            return
+        owner, lock = shared
+        with lock:
+            yield owner
+            item.qbo, item.intent = owner.qbo, owner.intent
 
     def finish(
         self,

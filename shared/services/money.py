@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from shared.adapters.dynamo import ObjectItem
+from shared.adapters.objects import slot_intents
 from shared.adapters.qbo.faults import QboFault, QboNotFound, QboStale
 from shared.adapters.refs import escape_query_value
 from shared.domain import documents as docs
@@ -44,11 +46,11 @@ CREDIT_LABELS = {"write_off": "Write-off", "contractual": "Contractual adjustmen
 
 @dataclass
 class SlotSpec:
-    """A document a money object should have. ``build`` runs only when the slot's turn comes (an applying
-    payment needs the Id of the credit memo created just before it)."""
+    """A document a money object should have. ``build(item)`` runs only when the slot's turn comes (an applying
+    payment needs the Id of the credit memo created just before it), on the writer's own copy of the object."""
 
     entity: str
-    build: Callable[[], tuple[dict[str, Any], Any]]  # -> (document, read-back lookup)
+    build: Callable[[ObjectItem], tuple[dict[str, Any], Any]]  # -> (document, read-back lookup)
     forbidden: list[str]
 
 
@@ -82,34 +84,39 @@ class MoneySync:
         return Outcome("synced")
 
     def _apply_slots(self, ctx: Ctx, item: ObjectItem, specs: dict[str, SlotSpec]) -> None:
-        from shared.services.sync import intent_slots
-
+        """Slots of one family are independent and written at once; families go in ``SLOT_ORDER``."""
         known = {**{s: str(v.get("type")) for s, v in (item.qbo or {}).items()}}
-        for s, intent in intent_slots(item).items():
+        for s, intent in slot_intents(item).items():
             known.setdefault(s, str(intent.get("entity") or "Payment"))
         unwanted = sorted((s for s in known if s not in specs), key=rules.slot_rank)
-        for slot in unwanted:
-            plan = plan_slot(
-                slot=slot,
-                entity=known[slot],
-                desired_fp=None,
-                synced=(item.qbo or {}).get(slot),
-                lifecycle="deleted",
-                settings=ctx.tenant.settings,
-            )
-            self.e._execute(ctx, item, plan, None, lookup=("Id", None))
-        for slot in sorted(specs, key=rules.slot_rank, reverse=True):
-            spec = specs[slot]
-            doc, lookup = spec.build()
-            plan = plan_slot(
-                slot=slot,
-                entity=spec.entity,
-                desired_fp=docs.fingerprint(doc),
-                synced=(item.qbo or {}).get(slot),
-                lifecycle="active",
-                settings=ctx.tenant.settings,
-            )
-            self.e._execute(ctx, item, plan, doc, lookup=lookup, extra_forbidden=spec.forbidden)
+        for _, family in groupby(unwanted, key=rules.slot_rank):
+            self.e.write_slots(ctx, item, [partial(self._remove_slot, ctx, slot, known[slot]) for slot in family])
+        wanted = sorted(specs, key=rules.slot_rank, reverse=True)
+        for _, family in groupby(wanted, key=rules.slot_rank):
+            self.e.write_slots(ctx, item, [partial(self._write_slot, ctx, slot, specs[slot]) for slot in family])
+
+    def _remove_slot(self, ctx: Ctx, slot: str, entity: str, item: ObjectItem) -> None:
+        plan = plan_slot(
+            slot=slot,
+            entity=entity,
+            desired_fp=None,
+            synced=(item.qbo or {}).get(slot),
+            lifecycle="deleted",
+            settings=ctx.tenant.settings,
+        )
+        self.e._execute(ctx, item, plan, None, lookup=("Id", None))
+
+    def _write_slot(self, ctx: Ctx, slot: str, spec: SlotSpec, item: ObjectItem) -> None:
+        doc, lookup = spec.build(item)
+        plan = plan_slot(
+            slot=slot,
+            entity=spec.entity,
+            desired_fp=docs.fingerprint(doc),
+            synced=(item.qbo or {}).get(slot),
+            lifecycle="active",
+            settings=ctx.tenant.settings,
+        )
+        self.e._execute(ctx, item, plan, doc, lookup=lookup, extra_forbidden=spec.forbidden)
 
     # ================================================================ platform payments
     def _payment_specs(self, ctx: Ctx, item: ObjectItem) -> tuple[dict[str, SlotSpec], str | None]:
@@ -136,8 +143,15 @@ class MoneySync:
         if not shape.delete and shape.total > 0:
             specs["payment"] = SlotSpec(
                 "Payment",
-                lambda: self._payment_doc(
-                    ctx, item, "payment", customer_id, shape, d["received_on"], d.get("method"), d.get("reference")
+                partial(
+                    self._payment_doc,
+                    ctx,
+                    "payment",
+                    customer_id,
+                    shape,
+                    d["received_on"],
+                    d.get("method"),
+                    d.get("reference"),
                 ),
                 forbidden,
             )
@@ -145,7 +159,7 @@ class MoneySync:
         if refunded > 0 and not reverse:
             specs["refund"] = SlotSpec(
                 "RefundReceipt",
-                lambda: self._refund_doc(ctx, item, customer_id, refunded, targets),
+                partial(self._refund_doc, ctx, customer_id, refunded, targets),
                 forbidden,
             )
         return specs, shape.waiting_on
@@ -153,13 +167,13 @@ class MoneySync:
     def _payment_doc(
         self,
         ctx: Ctx,
-        item: ObjectItem,
         slot: str,
         customer_id: str,
         shape: rules.PaymentShape,
         txn_date: str,
         method: str | None,
         reference: str | None,
+        item: ObjectItem,
     ) -> tuple[dict[str, Any], str]:
         deposit = ctx.tenant.mappings.deposit_account
         doc = docs.build_payment(
@@ -177,7 +191,7 @@ class MoneySync:
         return doc, _payment_lookup(customer_id, txn_date)
 
     def _refund_doc(
-        self, ctx: Ctx, item: ObjectItem, customer_id: str, amount: Decimal, targets: dict[str, rules.Target]
+        self, ctx: Ctx, customer_id: str, amount: Decimal, targets: dict[str, rules.Target], item: ObjectItem
     ) -> tuple[dict[str, Any], tuple[str, str]]:
         d = item.desired
         item_id = self._credit_item(ctx, "REFUND", list(targets))
@@ -232,7 +246,6 @@ class MoneySync:
                 partial(
                     self._payment_doc,
                     ctx,
-                    item,
                     slot,
                     customers[pid],
                     shape,
@@ -252,7 +265,6 @@ class MoneySync:
                     partial(
                         self.credit_doc,
                         ctx,
-                        item,
                         adj.credit_slot,
                         customers[adj.patient_id],
                         adj.kind,
@@ -267,7 +279,6 @@ class MoneySync:
                     partial(
                         self.apply_doc,
                         ctx,
-                        item,
                         adj.apply_slot,
                         adj.credit_slot,
                         customers[adj.patient_id],
@@ -294,7 +305,6 @@ class MoneySync:
                 partial(
                     self.credit_doc,
                     ctx,
-                    item,
                     "creditmemo",
                     customer_id,
                     d.get("kind", "courtesy"),
@@ -311,9 +321,7 @@ class MoneySync:
             if target.state == "ready" and applied > 0:
                 specs["apply"] = SlotSpec(
                     "Payment",
-                    partial(
-                        self.apply_doc, ctx, item, "apply", "creditmemo", customer_id, target, applied, d["issued_on"]
-                    ),
+                    partial(self.apply_doc, ctx, "apply", "creditmemo", customer_id, target, applied, d["issued_on"]),
                     forbidden,
                 )
             elif target.state != "ready":
@@ -324,13 +332,13 @@ class MoneySync:
     def credit_doc(
         self,
         ctx: Ctx,
-        item: ObjectItem,
         slot: str,
         customer_id: str,
         kind: str,
         amount: Decimal,
         target: str | None,
         txn_date: str,
+        item: ObjectItem,
     ) -> tuple[dict[str, Any], tuple[str, str]]:
         code = CREDIT_CODES.get(kind, "CREDIT")
         item_id = self._credit_item(ctx, code, [target] if target else [])
@@ -351,13 +359,13 @@ class MoneySync:
     def apply_doc(
         self,
         ctx: Ctx,
-        item: ObjectItem,
         slot: str,
         credit_slot: str,
         customer_id: str,
         target: rules.Target,
         amount: Decimal,
         txn_date: str,
+        item: ObjectItem,
     ) -> tuple[dict[str, Any], str]:
         credit = (item.qbo or {}).get(credit_slot) or {}
         if not credit.get("id"):

@@ -245,14 +245,32 @@ def raw_table_dump() -> str:
     return json.dumps(items, default=str)
 
 
-@pytest.fixture
-def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
-    """The sync engine against a fresh emulated company (items, classes, locations) and moto's ledger."""
+def _harness(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch, *, coalesce: bool) -> SyncHarness:
     emulator.reset()
     monkeypatch.setenv("QBO_BASE_URL", emulator.url)
     monkeypatch.setenv("QBO_TIMEOUT_S", "2")
     reset_settings_cache()
     pacing.reset_pacers()
-    h = SyncHarness(emulator, emulator.create_realm(company_name="Harness PT")["realm_id"])
+    h = SyncHarness(emulator, emulator.create_realm(company_name="Harness PT")["realm_id"], coalesce=coalesce)
     h.setup_company()
+    return h
+
+
+@pytest.fixture
+def harness(emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SyncHarness:
+    """The sync engine against a fresh emulated company (items, classes, locations) and moto's ledger."""
+    return _harness(emulator, monkeypatch, coalesce=False)
+
+
+@pytest.fixture
+def batching_harness(
+    emulator: EmulatorControl, moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> SyncHarness:
+    """``harness`` with writes coalesced into batch calls, as the sync worker sends them.
+
+    QBO's 40 batch calls a minute would make these tests wait 1.5 s per batch; the emulator's batch budget and
+    the pacer's are raised together (pacing at QBO's real limits has its own tests and the benchmarks)."""
+    monkeypatch.setenv("QBO_BATCH_PER_MIN", "1200")
+    h = _harness(emulator, monkeypatch, coalesce=True)
+    emulator.set_limits(batch_per_minute=1200)
     return h

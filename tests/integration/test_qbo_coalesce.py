@@ -92,6 +92,24 @@ def test_a_lost_batch_response_reaches_every_caller_as_uncertain(
     assert len(control.books(inner.realm_id)["Customer"]) == 4
 
 
+def test_a_retried_batch_gets_the_first_attempts_answer_for_every_item(
+    realm_client: tuple[EmulatorControl, QboClient],
+) -> None:
+    control, inner = realm_client
+    control.set_faults(inner.realm_id, commit_then_drop={"next": 1})
+    client = CoalescingClient(inner, max_items=30, linger_s=2.0)
+
+    def create(i: int) -> dict[str, object]:
+        return client.create("Customer", {"DisplayName": f"Patient R{i}"}, request_id=f"retry-{i}")
+
+    assert all(isinstance(r, QboFault) and r.uncertain for r in _run_workers(client, 3, create))
+    # The same writes again: the same batch requestid, so QBO replays the committed batch's answer.
+    again = _run_workers(client, 3, create)
+    assert [r["DisplayName"] for r in again] == [f"Patient R{i}" for i in range(3)]  # type: ignore[index]
+    assert control.stats(inner.realm_id)["replayed"] == 1
+    assert len(control.books(inner.realm_id)["Customer"]) == 3
+
+
 def test_writes_arriving_while_the_batch_budget_refills_go_out_together(
     realm_client: tuple[EmulatorControl, QboClient],
 ) -> None:

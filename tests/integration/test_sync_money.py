@@ -438,9 +438,16 @@ def test_payments_off_and_start_date_skip_with_the_rule_named(harness: SyncHarne
 
 
 # ---------------------------------------------------------------------------------------------- exactly once
+@pytest.fixture(params=["direct", "batched"])
+def any_harness(request: pytest.FixtureRequest) -> SyncHarness:
+    """The engine writing one call per document, and through batch calls (one object's families at once)."""
+    return request.getfixturevalue("harness" if request.param == "direct" else "batching_harness")  # type: ignore[no-any-return]
+
+
 def test_commit_then_drop_on_every_money_write_creates_no_duplicates(
-    harness: SyncHarness, emulator: EmulatorControl
+    any_harness: SyncHarness, emulator: EmulatorControl
 ) -> None:
+    harness = any_harness
     sc = pt_week(T, appointments=6, patients=3, seed=21, copays=True, remittances=True, write_off=True, refund=True)
     harness.store(sc.events)
     # Every customer, invoice and money write commits in QBO once with its response lost: the engine must read
@@ -451,7 +458,8 @@ def test_commit_then_drop_on_every_money_write_creates_no_duplicates(
 
 
 @pytest.mark.parametrize("order", DELIVERY_ORDERS)
-def test_money_scenario_in_any_order(harness: SyncHarness, order: str) -> None:
+def test_money_scenario_in_any_order(any_harness: SyncHarness, order: str) -> None:
+    harness = any_harness
     sc = pt_week(T, appointments=10, patients=4, seed=13, copays=True, remittances=True, write_off=True, refund=True)
     harness.store(delivered(sc.events, order, seed=8))
     harness.drain(shuffle=random.Random(1))
@@ -510,6 +518,55 @@ def test_calls_per_visit_with_copay_and_remittance(harness: SyncHarness, emulato
     print(f"\nQBO calls per visit (copay + completion + remittance with adjustment): {per}")
     assert all(money(i["Balance"]) == 0 for i in harness.invoices())
     assert per["writes"] <= 7 and per["reads"] + per["queries"] <= 1
+
+
+def big_remittance(patients: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A visit per patient, and one remittance paying all of them with a contractual adjustment each."""
+    visits: list[dict[str, Any]] = []
+    items = []
+    for n in range(patients):
+        visits += [patient(f"pat-{n}"), appointment("appointment.completed", 2, f"appt-{n}", f"pat-{n}")]
+        items.append(rem_item(f"appt-{n}", "200.00", "48.50", f"pat-{n}"))
+    return visits, remittance(items, rid="era-big")
+
+
+def test_a_remittance_writes_each_family_of_documents_at_once_in_shared_batch_calls(
+    batching_harness: SyncHarness, emulator: EmulatorControl
+) -> None:
+    h = batching_harness
+    visits, era = big_remittance(31)
+    h.store(visits)
+    h.drain()
+    before = emulator.stats(h.realm_id)
+    h.store([era])
+    h.drain()
+    after = emulator.stats(h.realm_id)
+    # 31 credit memos, 31 payments, 31 zero-amount appliers: each family in two batch calls (30 + 1), no
+    # single-document write. One after another, that was 93 batch windows.
+    assert after["batch"] - before["batch"] == 6
+    assert after["writes"] - before["writes"] == 0
+    assert all(money(i["Balance"]) == 0 for i in h.invoices())
+    assert len(books(h, "CreditMemo")) == 31
+    assert sorted({money(p["TotalAmt"]) for p in books(h, "Payment")}) == [Decimal("0.00"), Decimal("200.00")]
+    assert len(books(h, "Payment")) == 62
+    era_obj = h.service.objects.get(T, "remittance:era-big")
+    assert era_obj is not None and era_obj.status == "synced" and era_obj.intent is None
+    assert len(era_obj.qbo) == 93 and all(slot["id"] for slot in era_obj.qbo.values())
+
+
+def test_a_lost_batch_of_one_remittance_is_read_back_not_posted_twice(
+    batching_harness: SyncHarness, emulator: EmulatorControl
+) -> None:
+    h = batching_harness
+    visits, era = big_remittance(12)
+    h.store(visits)
+    h.drain()
+    h.store([era])
+    h.drain_dropping_every_write()  # each family's batch commits and its answer is lost, then is read back
+    assert emulator.stats(h.realm_id)["dropped"] >= 3
+    assert len(books(h, "CreditMemo")) == 12 and len(books(h, "Payment")) == 24
+    assert all(money(i["Balance"]) == 0 for i in h.invoices())
+    assert {o.status for o in h.objects()} == {"synced"}
 
 
 def test_copay_posted_while_its_visit_syncs_is_linked_once_the_invoice_exists(harness: SyncHarness) -> None:

@@ -19,8 +19,8 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,26 @@ class Workers:
         finally:
             with self.cond:
                 self.active -= 1
+                self.cond.notify_all()
+
+    @contextlib.contextmanager
+    def fan_out(self, n: int) -> Iterator[Callable[[], None]]:
+        """A worker hands its work to ``n`` helper threads and waits on them (one object's independent writes).
+        The helpers count as active from the start, so no batch is sent early while they start up; each calls
+        the ``done`` yielded here when it ends."""
+        with self.cond:
+            self.active += n - 1
+
+        def done() -> None:
+            with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+
+        try:
+            yield done
+        finally:
+            with self.cond:
+                self.active += 1
                 self.cond.notify_all()
 
 
@@ -127,8 +147,7 @@ class CoalescingClient:
     # ------------------------------------------------------------------ machinery
     def _submit(self, operation: Operation, entity: str, body: dict[str, Any], request_id: str) -> dict[str, Any]:
         with self._cond:
-            self._seq += 1
-            op = BatchOp(bid=f"b{self._seq % 10**8}", operation=operation, entity=entity, body=body)
+            op = BatchOp(bid=_bid(request_id), operation=operation, entity=entity, body=body)
             pending = _Pending(op, request_id)
             self._queue.append(pending)
             self.workers.active -= 1  # this worker now waits
@@ -158,6 +177,12 @@ class CoalescingClient:
     def _flush_locked(self) -> None:
         """Send up to ``max_items`` queued writes as one batch (the lock is released during the call)."""
         take, self._queue = self._queue[: self.max_items], self._queue[self.max_items :]
+        bids: set[str] = set()
+        for p in take:
+            if p.op.bid in bids:  # two requestids with one hash prefix: this batch gets a unique bId
+                self._seq += 1
+                p.op = replace(p.op, bid=f"s{self._seq % 10**8}")
+            bids.add(p.op.bid)
         self._flushing = True
         self._last_flush = time.monotonic()
         # One requestid per batch, derived from its items' own requestids (≤ 36 chars for QBO batches).
@@ -181,3 +206,10 @@ class CoalescingClient:
             for p in take:
                 p.done.set()
             self._cond.notify_all()
+
+
+def _bid(request_id: str) -> str:
+    """A batch item's bId, derived from the write's own requestid. A retried batch carries the same items, so
+    the same batch requestid, and QBO answers it with the first attempt's response: its bIds must be the
+    ones this attempt sent (a per-call counter would find none of its items in the replayed answer)."""
+    return "b" + hashlib.sha256(request_id.encode()).hexdigest()[:9]
