@@ -267,6 +267,20 @@ class ObjectRepository:
             # A newer version arrived (or the lease moved): record the outcome but leave dirty as it is.
             self.update(item, actions)
 
+    @staticmethod
+    def requeue(tenant_id: str, object_key: str) -> bool:
+        """Send a dirty object's record to the back of the ledger stream (a new MODIFY record; nothing else
+        changes). False if it is gone, clean, or under a worker's lease (that worker is on it)."""
+        item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
+        condition = ObjectItem.pk.exists() & (ObjectItem.dirty == True) & ObjectItem.lease_until.does_not_exist()  # noqa: E712
+        try:
+            item.update(actions=[ObjectItem.updated_at.set(now_iso())], condition=condition)
+            return True
+        except UpdateError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+
     def touch(self, item: ObjectItem, *, reason: str) -> bool:
         """Mark an object dirty again (wake a waiting / held / retrying object). False if it vanished."""
         return self.touch_item(item, reason=reason)

@@ -121,6 +121,11 @@ class SyncService:
         count("EventApplied" if applied else "EventStale")
         return applied
 
+    def realm_of(self, tenant_id: str) -> str:
+        """The QuickBooks company a tenant's writes go to (its own id while it has none): the unit of pacing."""
+        tenant = self._tenant(tenant_id)
+        return tenant.realm_id if tenant is not None and tenant.realm_id else f"tenant:{tenant_id}"
+
     def reconcile(self, tenant_id: str, object_key: str) -> Outcome | None:
         """Bring one object's QBO documents in line with its desired state. None if another worker has it."""
         item = self.objects.claim(tenant_id, object_key, only_dirty=True)

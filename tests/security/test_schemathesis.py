@@ -64,7 +64,10 @@ def _check(response: Any) -> None:
 
 
 def _event_ids(body: Any) -> list[str]:
-    events = body.get("events") if isinstance(body, dict) else None
+    """The event ids of a body, read the way ingest splits it: a batch ``{"events": [...]}`` or one event."""
+    if not isinstance(body, dict):
+        return []
+    events = body.get("events") if "events" in body and "type" not in body else [body]
     if not isinstance(events, list):
         return []
     return [e["id"] for e in events if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
