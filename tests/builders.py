@@ -301,3 +301,31 @@ class LambdaContext:
 
 def lambda_context() -> LambdaContext:
     return LambdaContext()
+
+
+def tenant_row(
+    tenant_id: str,
+    realm_id: str | None,
+    *,
+    settings: dict[str, Any] | None = None,
+    mappings: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Save a tenant's ledger row directly (what onboarding writes), indexed under its realm."""
+    from shared.adapters.dynamo import TenantItem
+
+    index = {"gsi1pk": f"REALM#{realm_id}", "gsi1sk": f"TENANT#{tenant_id}"} if realm_id else {}
+    TenantItem(
+        f"TENANT#{tenant_id}",
+        "TENANT",
+        rtype="tenant",
+        tenant_id=tenant_id,
+        name=fields.pop("name", "Clinic"),
+        realm_id=realm_id,
+        signing_secret_id="unused",
+        settings=settings or {},
+        mappings=mappings or {},
+        created_at=datetime.now(UTC).isoformat(),
+        **index,
+        **fields,
+    ).save()

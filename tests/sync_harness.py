@@ -22,7 +22,7 @@ from infra.demo.company import setup_company
 from infra.local.filters import matches_any
 from infra.local.template import load_template
 from infra.qbo_emulator.control import EmulatorControl
-from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem
+from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem
 from shared.adapters.qbo.client import QboClient
 from shared.adapters.qbo.coalesce import CoalescingClient, Workers
 from shared.adapters.qbo.pacing import Pacer
@@ -30,6 +30,7 @@ from shared.adapters.qbo.types import QboApi
 from shared.domain.events import EventEnvelope, parse_event
 from shared.services.sweeps import retry_sweep
 from shared.services.sync import SyncService
+from tests.builders import tenant_row
 from tests.fakes import MemoryPaceStore
 
 DELIVERY_ORDERS = ("duplicated", "reversed", "random")
@@ -123,20 +124,7 @@ class SyncHarness:
         ).save()
 
     def put_tenant(self, *, mappings: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
-        TenantItem(
-            f"TENANT#{self.tenant_id}",
-            "TENANT",
-            rtype="tenant",
-            tenant_id=self.tenant_id,
-            name="Harness Clinic",
-            realm_id=self.realm_id,
-            signing_secret_id="unused",
-            settings=settings or {},
-            mappings=mappings,
-            created_at=datetime.now(UTC).isoformat(),
-            gsi1pk=f"REALM#{self.realm_id}",
-            gsi1sk=f"TENANT#{self.tenant_id}",
-        ).save()
+        tenant_row(self.tenant_id, self.realm_id, settings=settings, mappings=mappings, name="Harness Clinic")
         self.service._tenants.clear()
 
     # ------------------------------------------------------------------ events

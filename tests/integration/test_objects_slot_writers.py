@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
 from shared.adapters.dynamo import ObjectItem
 from shared.adapters.objects import LeaseLost, ObjectRepository
+from tests.concurrency import run_at_once
 
 pytestmark = pytest.mark.integration
 T = "clinic-1"
@@ -22,23 +22,8 @@ def _claimed(repo: ObjectRepository) -> ObjectItem:
     return item
 
 
-def _run(n: int, work: Any) -> list[BaseException]:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            work(i)
-        except BaseException as exc:  # reported to the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return errors
+def _errors(results: list[Any]) -> list[BaseException]:
+    return [r for r in results if isinstance(r, BaseException)]
 
 
 def test_concurrent_writers_of_one_objects_slots_lose_no_record(moto_aws: dict[str, str]) -> None:
@@ -54,7 +39,7 @@ def test_concurrent_writers_of_one_objects_slots_lose_no_record(moto_aws: dict[s
             assert copy.qbo[slot]["id"] == str(i), "a writer must see its own record"
             repo.record_intent(copy, slot, None)
 
-        assert _run(n, write) == []
+        assert _errors(run_at_once(n, write)) == []
     stored = repo.get(T, KEY)
     assert stored is not None
     assert {s: v["id"] for s, v in stored.qbo.items()} == {f"payment:p{i}": str(i) for i in range(n)}
@@ -67,7 +52,7 @@ def test_intents_in_doubt_are_kept_per_slot_when_written_at_once(moto_aws: dict[
     item = _claimed(repo)
     n = 12
     with repo.copies_for_writers(item, n) as copies:
-        assert _run(n, lambda i: repo.record_intent(copies[i], f"payment:p{i}", {"op": "create"})) == []
+        assert _errors(run_at_once(n, lambda i: repo.record_intent(copies[i], f"payment:p{i}", {"op": "create"}))) == []
     stored = repo.get(T, KEY)
     assert stored is not None and sorted(stored.intent["slots"]) == sorted(f"payment:p{i}" for i in range(n))
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.dynamo import ObjectItem, TenantItem
+from shared.adapters.dynamo import ObjectItem
 from shared.adapters.notices import NoticeStore, OpsRecords
 from shared.adapters.qbo.types import CallStats
 from shared.adapters.qbo_links import QboLinks, link
 from shared.domain.qbo_notices import Notice
 from shared.services.qbo_changes import CdcSweep, ChangeService
+from tests.builders import tenant_row
 
 REALM = "4620816365"
 T0 = "2026-01-20T09:00:00-08:00"
@@ -45,21 +46,13 @@ class FakeQbo:
 
 
 def tenant(tenant_id: str = "clinic-1", **settings: Any) -> None:
-    TenantItem(
-        f"TENANT#{tenant_id}",
-        "TENANT",
-        rtype="tenant",
-        tenant_id=tenant_id,
-        name="Clinic",
-        realm_id=REALM,
-        signing_secret_id="unused",
-        callback_url="https://platform.example/cb",
+    tenant_row(
+        tenant_id,
+        REALM,
         settings={"direction": "both", **settings},
         mappings={"services": {"97110": "Therapy"}},
-        created_at=datetime.now(UTC).isoformat(),
-        gsi1pk=f"REALM#{REALM}",
-        gsi1sk=f"TENANT#{tenant_id}",
-    ).save()
+        callback_url="https://platform.example/cb",
+    )
 
 
 def obj(key: str, slot: str, info: dict[str, Any], *, linked: bool = True, dirty: bool = False) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,6 +14,7 @@ from shared.adapters.qbo.client import QboClient
 from shared.adapters.qbo.coalesce import CoalescingClient
 from shared.adapters.qbo.faults import QboFault
 from shared.config import reset_settings_cache
+from tests.concurrency import run_at_once
 from tests.sync_harness import EmulatorTokens
 
 
@@ -33,24 +34,8 @@ def realm_client(
         server.stop()
 
 
-def _run_workers(client: CoalescingClient, n: int, fn) -> list[object]:  # type: ignore[no-untyped-def]
-    results: list[object] = [None] * n
-    barrier = threading.Barrier(n)
-
-    def work(i: int) -> None:
-        with client.worker():
-            barrier.wait()
-            try:
-                results[i] = fn(i)
-            except QboFault as fault:
-                results[i] = fault
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
+def _run_workers(client: CoalescingClient, n: int, fn: Callable[[int], Any]) -> list[Any]:
+    return run_at_once(n, fn, timeout_s=30, each=client.worker)
 
 
 def test_thirty_concurrent_creates_share_one_batch_call(realm_client: tuple[EmulatorControl, QboClient]) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from shared.adapters.dynamo import NoticeItem, TenantItem
+from shared.adapters.dynamo import NoticeItem
 from shared.domain.qbo_notices import intuit_signature
 from tests import builders as b
 
@@ -21,18 +20,7 @@ REALM = "1269959970"
 
 
 def link_tenant(tenant_id: str, realm: str) -> None:
-    TenantItem(
-        f"TENANT#{tenant_id}",
-        "TENANT",
-        rtype="tenant",
-        tenant_id=tenant_id,
-        name="Clinic",
-        realm_id=realm,
-        signing_secret_id="unused",
-        created_at=datetime.now(UTC).isoformat(),
-        gsi1pk=f"REALM#{realm}",
-        gsi1sk=f"TENANT#{tenant_id}",
-    ).save()
+    b.tenant_row(tenant_id, realm)
 
 
 @pytest.fixture

@@ -3,33 +3,21 @@ records go back to the stream's tail, so a flooded realm does not hold up the ot
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from shared.adapters.dynamo import ObjectItem, TenantItem
+from shared.adapters.dynamo import ObjectItem
 from shared.adapters.objects import object_pk
 from shared.config import reset_settings_cache
-from tests.builders import lambda_context
+from tests.builders import lambda_context, tenant_row
 
 pytestmark = pytest.mark.integration
 
 
 def _tenant(tenant_id: str, realm_id: str) -> None:
     # QuickBooks → platform only: a reconcile ends "skipped" without calling QuickBooks.
-    TenantItem(
-        f"TENANT#{tenant_id}",
-        "TENANT",
-        rtype="tenant",
-        tenant_id=tenant_id,
-        name=tenant_id,
-        realm_id=realm_id,
-        signing_secret_id="unused",
-        settings={"direction": "from_qbo"},
-        mappings={},
-        created_at=datetime.now(UTC).isoformat(),
-    ).save()
+    tenant_row(tenant_id, realm_id, settings={"direction": "from_qbo"})
 
 
 def _dirty(tenant_id: str, n: int) -> ObjectItem:
