@@ -11,7 +11,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -102,6 +102,11 @@ class ObjectRepository:
             return ObjectItem.get(object_pk(tenant_id, object_key), "OBJ", consistent_read=True)
         except ObjectItem.DoesNotExist:
             return None
+
+    def get_many(self, tenant_id: str, object_keys: Iterable[str]) -> dict[str, ObjectItem]:
+        """Several objects in batch reads (100 keys a call), consistent like ``get``; missing keys are absent."""
+        keys = [(object_pk(tenant_id, key), "OBJ") for key in dict.fromkeys(object_keys)]
+        return {item.object_key: item for item in ObjectItem.batch_get(keys, consistent_read=True)}
 
     def by_status(self, status: str, *, tenant_id: str | None = None, limit: int | None = None) -> Iterator[ObjectItem]:
         cond = ObjectItem.gsi1sk.startswith(f"{tenant_id}#") if tenant_id else None

@@ -226,6 +226,8 @@ class MoneySync:
         d = item.desired
         plan = rules.plan_remittance(d.get("items", []))
         keys = {k for allocs in plan.payments.values() for k, _ in allocs}
+        # Up to 100 claims: their visits and patients in a few batch reads, not one read each.
+        self.e.prefetch(ctx, [*sorted(keys), *(f"patient:{pid}" for pid in plan.patients())])
         targets = {key: self._target(ctx, key) for key in sorted(keys)}
         pending = next((k for k, t in targets.items() if t.state == "pending"), None)
         if pending:
@@ -384,7 +386,7 @@ class MoneySync:
 
     # ================================================================ references
     def _target(self, ctx: Ctx, key: str) -> rules.Target:
-        obj = self.e.objects.get(ctx.tenant.tenant_id, key)
+        obj = self.e.read_object(ctx, key)
         if obj is None or int(obj.desired_version) < 0:
             return rules.Target(key, "pending")
         inv = (obj.qbo or {}).get("invoice")
@@ -398,7 +400,7 @@ class MoneySync:
         if code in m.services:
             return self.e._item_for(ctx, code, "*", "*")
         for key in target_keys:
-            obj = self.e.objects.get(ctx.tenant.tenant_id, key)
+            obj = self.e.read_object(ctx, key)
             d = (obj.desired if obj else None) or {}
             if d.get("lines"):
                 return self.e._item_for(

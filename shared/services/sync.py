@@ -79,6 +79,8 @@ class Ctx:
     client: QboApi
     prefs: docs.CompanyPrefs
     forbidden: list[str] = field(default_factory=list)
+    # Ledger objects read by this reconcile (patients, visits money goes to): read once, or prefetched in batches.
+    read: dict[str, ObjectItem | None] = field(default_factory=dict)
 
 
 class SyncService:
@@ -351,11 +353,25 @@ class SyncService:
             )
         return str(row["Id"])
 
+    # ================================================================ ledger reads
+    def read_object(self, ctx: Ctx, key: str) -> ObjectItem | None:
+        """Another ledger object this reconcile depends on, read once per reconcile."""
+        if key not in ctx.read:
+            ctx.read[key] = self.objects.get(ctx.tenant.tenant_id, key)
+        return ctx.read[key]
+
+    def prefetch(self, ctx: Ctx, keys: Iterable[str]) -> None:
+        """Read the objects a reconcile will need in batch reads (a remittance: every visit and patient)."""
+        missing = [key for key in dict.fromkeys(keys) if key not in ctx.read]
+        if len(missing) > 1:
+            found = self.objects.get_many(ctx.tenant.tenant_id, missing)
+            ctx.read.update({key: found.get(key) for key in missing})
+
     # ================================================================ customers
     def _customer_for(self, ctx: Ctx, patient_id: str) -> str:
         """The QBO customer id for a patient, creating the customer if needed (under the patient's lease)."""
         key = f"patient:{patient_id}"
-        patient = self.objects.get(ctx.tenant.tenant_id, key)
+        patient = self.read_object(ctx, key)
         if patient is not None and (patient.qbo or {}).get("customer", {}).get("id"):
             return str(patient.qbo["customer"]["id"])
         if not ctx.tenant.settings.entities.customers:
@@ -367,6 +383,7 @@ class SyncService:
         claimed = self.objects.claim(ctx.tenant.tenant_id, key, lease_s=60)
         if claimed is None:
             raise WaitingOnDependency("the patient's customer is being created by another worker", waiting_on=key)
+        ctx.read.pop(key, None)  # the customer is about to be recorded on it
         try:
             customer_id = self._ensure_customer(ctx, patient_id, claimed)
         finally:
@@ -375,7 +392,7 @@ class SyncService:
 
     def _protected_values(self, ctx: Ctx, patient_id: str) -> list[str]:
         """Values that must never appear in an outbound document for this patient (PHI guard)."""
-        patient = self.objects.get(ctx.tenant.tenant_id, f"patient:{patient_id}")
+        patient = self.read_object(ctx, f"patient:{patient_id}")
         d = (patient.desired if patient else None) or {}
         values = [d.get("email"), d.get("phone")]
         if not (ctx.tenant.settings.naming_policy == "full_name_with_consent" and d.get("name_consent")):

@@ -554,6 +554,25 @@ def test_a_remittance_writes_each_family_of_documents_at_once_in_shared_batch_ca
     assert len(era_obj.qbo) == 93 and all(slot["id"] for slot in era_obj.qbo.values())
 
 
+def test_a_remittance_reads_its_visits_and_patients_in_batch_reads(
+    harness: SyncHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    visits, era = big_remittance(12)
+    harness.store(visits)
+    harness.drain()
+    harness.store([era])
+    reads: list[str] = []
+    repo = harness.service.objects
+    get, get_many = repo.get, repo.get_many
+    monkeypatch.setattr(repo, "get", lambda t, key: reads.append(key) or get(t, key))
+    monkeypatch.setattr(repo, "get_many", lambda t, keys: reads.append(f"{len(list(keys))} keys") or get_many(t, keys))
+    harness.drain()
+    # 12 visits and 12 patients in one batch read; one read each made 36 (visit, customer, PHI guard).
+    assert reads.count("24 keys") == 1
+    assert [r for r in reads if r.startswith(("appointment:", "patient:"))] == []
+    assert all(money(i["Balance"]) == 0 for i in harness.invoices())
+
+
 def test_a_lost_batch_of_one_remittance_is_read_back_not_posted_twice(
     batching_harness: SyncHarness, emulator: EmulatorControl
 ) -> None:
