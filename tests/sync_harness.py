@@ -101,9 +101,9 @@ class SyncHarness:
             if not self.coalesce:
                 return client
             # A batch goes when every worker waits on it (or it is full); the linger only bounds a straggler.
-            # Writers of one object record their intents one at a time first, so the default 50 ms would
-            # split their batch on a loaded machine.
-            return CoalescingClient(client, workers=self.workers, linger_s=2.0)
+            # Writers of one object record their intents one at a time first, so the default 50 ms (or even 2 s,
+            # in CI beside other work) would split their batch; a miscounted worker shows up as slow tests.
+            return CoalescingClient(client, workers=self.workers, linger_s=30.0)
 
         self.service = SyncService(factory)
 

@@ -17,6 +17,10 @@ from shared.config import reset_settings_cache
 from tests.concurrency import run_at_once
 from tests.sync_harness import EmulatorTokens
 
+# A batch goes when every counted worker waits on it; the linger only bounds a straggler. Long, so that a thread
+# slowed by a loaded machine cannot split a batch the test expects whole.
+LINGER_S = 30.0
+
 
 @pytest.fixture
 def realm_client(
@@ -40,7 +44,7 @@ def _run_workers(client: CoalescingClient, n: int, fn: Callable[[int], Any]) -> 
 
 def test_thirty_concurrent_creates_share_one_batch_call(realm_client: tuple[EmulatorControl, QboClient]) -> None:
     control, inner = realm_client
-    client = CoalescingClient(inner, max_items=30, linger_s=2.0)
+    client = CoalescingClient(inner, max_items=30, linger_s=LINGER_S)
     before = control.stats(inner.realm_id)
     results = _run_workers(
         client, 30, lambda i: client.create("Customer", {"DisplayName": f"Patient C{i:02d}"}, request_id=f"r{i}")
@@ -55,7 +59,7 @@ def test_thirty_concurrent_creates_share_one_batch_call(realm_client: tuple[Emul
 def test_a_faulty_item_fails_only_its_own_caller(realm_client: tuple[EmulatorControl, QboClient]) -> None:
     control, inner = realm_client
     control.ui(inner.realm_id, "Customer", "create", {"DisplayName": "Patient C03"})
-    client = CoalescingClient(inner, max_items=30, linger_s=2.0)
+    client = CoalescingClient(inner, max_items=30, linger_s=LINGER_S)
     results = _run_workers(
         client, 6, lambda i: client.create("Customer", {"DisplayName": f"Patient C{i:02d}"}, request_id=f"f{i}")
     )
@@ -68,7 +72,7 @@ def test_a_lost_batch_response_reaches_every_caller_as_uncertain(
 ) -> None:
     control, inner = realm_client
     control.set_faults(inner.realm_id, commit_then_drop={"next": 1})
-    client = CoalescingClient(inner, max_items=30, linger_s=2.0)
+    client = CoalescingClient(inner, max_items=30, linger_s=LINGER_S)
     results = _run_workers(
         client, 4, lambda i: client.create("Customer", {"DisplayName": f"Patient D{i}"}, request_id=f"d{i}")
     )
@@ -82,7 +86,7 @@ def test_a_retried_batch_gets_the_first_attempts_answer_for_every_item(
 ) -> None:
     control, inner = realm_client
     control.set_faults(inner.realm_id, commit_then_drop={"next": 1})
-    client = CoalescingClient(inner, max_items=30, linger_s=2.0)
+    client = CoalescingClient(inner, max_items=30, linger_s=LINGER_S)
 
     def create(i: int) -> dict[str, object]:
         return client.create("Customer", {"DisplayName": f"Patient R{i}"}, request_id=f"retry-{i}")

@@ -185,8 +185,9 @@ class CoalescingClient:
             bids.add(p.op.bid)
         self._flushing = True
         self._last_flush = time.monotonic()
-        # One requestid per batch, derived from its items' own requestids (≤ 36 chars for QBO batches).
-        digest = hashlib.sha256("|".join(p.request_id for p in take).encode()).hexdigest()
+        # One requestid per batch, derived from its items' own requestids (≤ 36 chars for QBO batches), in any
+        # order: the same writes retried by threads that queue in another order are the same batch to QBO.
+        digest = hashlib.sha256("|".join(sorted(p.request_id for p in take)).encode()).hexdigest()
         self._cond.release()
         try:
             try:
