@@ -272,11 +272,14 @@ def edit_and_delete_in_qbo(system: LocalSystem, realm_id: str) -> dict[str, str]
     return {"edited": str(edited.get("DocNumber")), "deleted": str(deleted.get("DocNumber"))}
 
 
-def account(result: DemoResult, accepted: set[str]) -> None:
+def account(result: DemoResult, accepted: set[str], tenant_objects: list[ObjectItem] | None = None) -> None:
     """Prove every accepted event ends somewhere visible: its object synced, skipped (rule named), failed
-    (failure record + DLQ) or held; a stale event counts through the newer version that superseded it."""
+    (failure record + DLQ) or held; a stale event counts through the newer version that superseded it.
+    ``tenant_objects``: the tenant's ledger objects if already read (else the ledger is scanned for them)."""
     bind_table()
-    objects = {o.object_key: o for o in ObjectItem.scan() if o.rtype == "object" and o.tenant_id == result.tenant_id}
+    if tenant_objects is None:
+        tenant_objects = [o for o in ObjectItem.scan() if o.rtype == "object" and o.tenant_id == result.tenant_id]
+    objects = {o.object_key: o for o in tenant_objects}
     statuses: Counter[str] = Counter(o.status for o in objects.values())
     reasons: Counter[str] = Counter(
         f"{o.status}: {o.status_reason}" for o in objects.values() if o.status != "synced" and o.status_reason
