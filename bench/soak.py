@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import Options, benchmark
+from bench.logtap import LogTap
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MARKER = re.compile(r"qbsync:[A-Z2-7]{6}:\S+")
@@ -171,6 +172,7 @@ def run_soak(cfg: SoakConfig, log: Callable[[str], None] = print) -> dict[str, A
     started = time.monotonic()
     killer = WorkerKiller(cfg.seed, cfg.kill_after_commit, cfg.kill_after_reconcile)
     with (
+        LogTap() as tap,
         killer.installed(cfg.lease_s),
         LocalSystem(
             schedules_enabled=False, emulator_limits=True, env={"RETRY_BASE_S": f"{cfg.retry_base_s:g}"}
@@ -181,6 +183,8 @@ def run_soak(cfg: SoakConfig, log: Callable[[str], None] = print) -> dict[str, A
         log(f"{len(plans)} tenants on {cfg.realms} realms onboarded")
         report = _drive(system, cfg, plans, killer, log)
         report["killed_workers"] = dict(killer.killed)
+        report["privacy"] = _privacy_scan(system, plans, tap.text())
+        report["ok"] = report["ok"] and report["privacy"]["ok"]
     report["seconds"] = round(time.monotonic() - started, 1)
     report["config"] = asdict(cfg)
     return report
@@ -411,7 +415,7 @@ def _settle(system: Any, plans: list[TenantPlan], cfg: SoakConfig, log: Any) -> 
 # ============================================================================ the report
 def _report(system: Any, plans: list[TenantPlan], log: Any) -> dict[str, Any]:
     from infra.demo.run import DemoResult, account
-    from shared.adapters.dynamo import EventItem, ObjectItem, bind_table
+    from shared.adapters.dynamo import ObjectItem, bind_table
 
     bind_table()
     objects: dict[str, list[Any]] = defaultdict(list)
@@ -426,12 +430,9 @@ def _report(system: Any, plans: list[TenantPlan], log: Any) -> dict[str, Any]:
         account(res, p.accepted, objects[p.tenant_id])  # one ledger scan for all tenants, not one each
         unaccounted += [f"{p.tenant_id} {u}" for u in res.unaccounted]
         status_of = {o.object_key: o.status for o in objects[p.tenant_id]}
-        for event_id in p.accepted:
-            try:
-                ev = EventItem.get(f"EVT#{p.tenant_id}#{event_id}", "EVT")
-                events_by_status[status_of.get(ev.object_key, "missing")] += 1
-            except EventItem.DoesNotExist:
-                events_by_status["not stored"] += 1
+        for event_id in p.accepted:  # the events account() just read, not read again
+            key = res.event_objects.get(event_id)
+            events_by_status["not stored" if key is None else status_of.get(key, "missing")] += 1
         tenants[p.tenant_id] = {
             "realm": p.realm_id,
             "deliveries": len(p.order),
@@ -464,6 +465,47 @@ def _report(system: Any, plans: list[TenantPlan], log: Any) -> dict[str, Any]:
         "totals_ok": totals_ok,
         "not_at_rest": stuck,
         "tenants": tenants,
+    }
+
+
+def _privacy_scan(system: Any, plans: list[TenantPlan], logs: str) -> dict[str, Any]:
+    """PHI stays home, tokens stay out of logs: every request the QBO emulator received (path, query, whole body)
+    and everything logged during the run (``LogTap``) are scanned for every patient's PHI (the default naming
+    policy: no names either), and the logs for token material (every access / refresh token and code the
+    emulator issued, the OAuth app's secret, the webhook verifier token, each tenant's signing secret)."""
+    phi: dict[str, str] = {}
+    for p in plans:
+        phi.update({v: f"{p.tenant_id} {label}" for label, v in p.scenario.phi_values().items()})
+    emu = system.emulator.emulator  # in this process: the whole request log without a 100 MB JSON answer
+    with emu.lock:
+        entries = list(emu.requests)
+    with emu.oauth.lock:
+        state = emu.oauth.state
+        issued = {**{t: "access token" for t in state.access}, **{t: "refresh token" for t in state.refresh}}
+        issued.update({c: "authorization code" for c in state.codes})
+    tokens = {
+        **issued,
+        system.client_secret: "OAuth app client secret",
+        system.verifier_token: "QBO webhook verifier token",
+        **{p.secret: f"{p.tenant_id} signing secret" for p in plans},
+    }
+    sent = "\n".join(f"{e['method']} {e['path']}?{e['query']} {e['body']}" for e in entries)
+
+    def found(text: str, needles: dict[str, str]) -> list[str]:
+        return sorted({label for value, label in needles.items() if value and value in text})
+
+    in_requests, in_logs, tokens_in_logs = found(sent, phi), found(logs, phi), found(logs, tokens)
+    return {
+        "ok": bool(entries) and bool(logs) and not (in_requests or in_logs or tokens_in_logs),
+        "phi_values": len(phi),
+        "qbo_requests_scanned": len(entries),
+        "qbo_request_bytes": len(sent),
+        "log_lines_scanned": logs.count("\n"),
+        "log_bytes": len(logs),
+        "token_values": len(tokens),
+        "phi_in_qbo_requests": in_requests[:20],
+        "phi_in_logs": in_logs[:20],
+        "token_material_in_logs": tokens_in_logs[:20],
     }
 
 
@@ -603,6 +645,14 @@ def print_report(report: dict[str, Any]) -> None:
         "seconds",
     ):
         summary.add_row(key, str(report.get(key)))
+    pv = report.get("privacy") or {}
+    summary.add_row(
+        "privacy scan",
+        f"{pv.get('phi_values')} PHI values in {pv.get('qbo_requests_scanned')} QBO requests "
+        f"({pv.get('qbo_request_bytes', 0) / 1e6:.1f} MB) and {pv.get('log_lines_scanned')} log lines: "
+        f"PHI in requests {pv.get('phi_in_qbo_requests')}, in logs {pv.get('phi_in_logs')}; "
+        f"{pv.get('token_values')} token values, in logs {pv.get('token_material_in_logs')}",
+    )
     console.print(summary)
     per = Table(title="per tenant: QuickBooks vs the platform")
     for col in ("tenant", "realm", "accepted", "invoices", "invoiced", "received", "credited", "open", "ok"):

@@ -44,6 +44,7 @@ class DemoResult:
     statuses: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     unaccounted: list[str] = field(default_factory=list)
+    event_objects: dict[str, str] = field(default_factory=dict)  # stored event id -> its object key (account)
     books: dict[str, Any] = field(default_factory=dict)
     books_synced: dict[str, Any] = field(default_factory=dict)  # before the bookkeeper's edits in QuickBooks
     qbo_side_changes: dict[str, str] = field(default_factory=dict)
@@ -290,6 +291,7 @@ def account(result: DemoResult, accepted: set[str], tenant_objects: list[ObjectI
         except EventItem.DoesNotExist:
             result.unaccounted.append(f"{event_id}: not stored")
             continue
+        result.event_objects[event_id] = ev.object_key
         obj = objects.get(ev.object_key)
         if ev.outcome not in ("applied", "stale"):
             result.unaccounted.append(f"{event_id}: never applied")

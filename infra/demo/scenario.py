@@ -65,6 +65,22 @@ class Scenario:
     def open_balance(self) -> Decimal:
         return sum((self.balance(a) for a in self.invoiced), Decimal(0))
 
+    def phi_values(self, *, named: set[str] = frozenset()) -> dict[str, str]:  # type: ignore[assignment]
+        """What must never leave for QuickBooks or reach a log, labelled: each patient's full name and e-mail
+        (except the patients in ``named``, whose names the tenant's naming policy sends), birth date, member id
+        and notes, and the clinical fields of visits (diagnosis codes, visit notes)."""
+        values: dict[str, str] = {}
+        for pid, p in self.patients.items():
+            if pid not in named:
+                values[f"{pid} name"] = f"{p['first_name']} {p['last_name']}"
+                values[f"{pid} email"] = p["email"]
+            for key in ("date_of_birth", "insurance_member_id", "notes"):
+                if p.get(key):
+                    values[f"{pid} {key}"] = p[key]
+        values.update({"diagnosis": "M54.5", "diagnosis 2": "S83.2", "visit diagnosis": "M25.561"})
+        values["visit note"] = "less pain on stairs"
+        return values
+
 
 class _Clock:
     def __init__(self, start: datetime) -> None:

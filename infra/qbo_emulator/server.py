@@ -100,7 +100,7 @@ class Emulator:
             "method": req.method,
             "path": req.path,
             "query": req.query_string.decode("latin-1"),
-            "body": req.get_data(as_text=True)[:20000],
+            "body": req.get_data(as_text=True),  # whole: scans for PHI must see every byte QuickBooks received
             "requestid": req.args.get("requestid"),
             "status": None,
             "realm": realm_id,
@@ -108,7 +108,7 @@ class Emulator:
             "entity": entity,
             "intuit_tid": new_tid(),
         }
-        if kind == "batch":  # the body is logged truncated; keep the item count whole
+        if kind == "batch":
             entry["items"] = req.get_data(as_text=True).count('"bId"')
         with self.lock:
             entry["seq"] = len(self.requests) + 1

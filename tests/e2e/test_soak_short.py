@@ -3,7 +3,8 @@ company, ~60 visits with copays, patient payments, an insurer remittance, a writ
 duplicated and reordered while QBO answers 5xx, throttles, commits then drops answers, has an outage, expires the
 access tokens and has its connection revoked (then reconnected through the OAuth routes), and sync workers are
 killed after their reconcile returned. Pass: no duplicate in QuickBooks, every accepted event accounted for,
-every tenant's totals in QuickBooks equal to the platform's to the cent."""
+every tenant's totals in QuickBooks equal to the platform's to the cent, and no PHI in any request QuickBooks
+received nor PHI or token material in anything the run logged."""
 
 from __future__ import annotations
 
@@ -46,4 +47,9 @@ def test_short_chaos_soak_passes_exactly() -> None:
     for tenant, t in report["tenants"].items():
         assert t["in_qbo"] == t["expected"], (tenant, why)
         assert t["invoices"]["in_qbo"] == t["invoices"]["expected"], (tenant, why)
+    privacy = report["privacy"]  # every QBO request and every log line of the run, scanned
+    assert privacy["qbo_requests_scanned"] > 50 and privacy["log_lines_scanned"] > 0, privacy
+    assert privacy["phi_values"] > 20 and privacy["token_values"] > 5, privacy
+    assert privacy["phi_in_qbo_requests"] == [] and privacy["phi_in_logs"] == [], privacy
+    assert privacy["token_material_in_logs"] == [], privacy
     assert report["ok"], why

@@ -61,19 +61,6 @@ def _run(
     return sc, h, keys.secret
 
 
-def _phi_needles(sc: Any, *, except_patients: set[str] = frozenset()) -> dict[str, str]:  # type: ignore[assignment]
-    needles: dict[str, str] = {}
-    for pid, p in sc.patients.items():
-        if pid not in except_patients:
-            needles[f"{pid} name"] = f"{p['first_name']} {p['last_name']}"
-            needles[f"{pid} email"] = p["email"]
-        needles[f"{pid} dob"] = p["date_of_birth"]
-        needles[f"{pid} member id"] = p["insurance_member_id"]
-        needles[f"{pid} notes"] = p["notes"]
-    needles.update({"diagnosis": "M54.5", "diagnosis 2": "M25.561", "visit note": "less pain on stairs"})
-    return needles
-
-
 def _found(text: str, needles: dict[str, str]) -> list[str]:
     return [label for label, value in needles.items() if value and value in text]
 
@@ -90,7 +77,7 @@ def test_default_policy_no_phi_reaches_quickbooks_the_logs_or_the_ledger(
     sent = json.dumps(emulator.requests(h.realm_id))
     out = capsys.readouterr()
     logs = out.out + out.err + caplog.text
-    needles = _phi_needles(sc)
+    needles = sc.phi_values()
     assert _found(sent, needles) == []
     assert _found(logs, needles) == [], [ln for ln in logs.splitlines() if any(v in ln for v in needles.values())][:3]
     assert _found(raw_table_dump(), {k: v for k, v in needles.items() if "name" not in k and "email" not in k}) == []
@@ -123,4 +110,4 @@ def test_full_name_with_consent_sends_only_consenting_patients_names(
             assert any(full in name for name in customers), (full, customers)
         else:
             assert full not in sent and p["email"] not in sent, pid
-    assert _found(sent, _phi_needles(sc, except_patients=consenting)) == []
+    assert _found(sent, sc.phi_values(named=consenting)) == []
