@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from pynamodb.exceptions import UpdateError
 
-from shared.adapters.dynamo import ObjectItem, bind_table
+from shared.adapters.dynamo import ObjectItem, bind_table, whole
 from shared.adapters.objects import ObjectRepository, conditional_failed, now_iso, object_pk, status_index
 from shared.domain.errors import Conflict, NotFound
 
@@ -39,7 +39,7 @@ class AttentionStore:
 
     def by_status(self, status: str, tenant_id: str | None = None) -> Iterator[ObjectItem]:
         cond = ObjectItem.gsi1sk.startswith(f"{tenant_id}#") if tenant_id else None
-        yield from cast(Iterator[ObjectItem], ObjectItem.gsi1.query(f"STATUS#{status}", cond))
+        yield from whole(cast(Iterator[ObjectItem], ObjectItem.gsi1.query(f"STATUS#{status}", cond)))
 
     def of_tenant(self, tenant_id: str, kinds: Iterable[str] | None = None) -> Iterator[ObjectItem]:
         """Every object row of a tenant (a filtered scan: for ops reports, not for request paths)."""

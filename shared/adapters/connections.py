@@ -9,7 +9,7 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
-from shared.adapters.dynamo import ConnectionItem, LockItem, OAuthStateItem, TenantItem, bind_table
+from shared.adapters.dynamo import ConnectionItem, LockItem, OAuthStateItem, TenantItem, bind_table, whole
 from shared.domain.errors import NotFound
 from shared.domain.oauth import STATE_TTL, Connection, OAuthStateInvalid, TokenSet, check_state_age
 
@@ -126,7 +126,7 @@ class ConnectionRepository:
             raise
 
     def tenants_of(self, realm_id: str) -> list[str]:
-        rows = TenantItem.gsi1.query(_pk(realm_id))
+        rows = whole(TenantItem.gsi1.query(_pk(realm_id)))
         return sorted(str(i.attribute_values["tenant_id"]) for i in rows if i.rtype == "tenant")
 
     def all(self) -> list[Connection]:

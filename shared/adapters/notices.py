@@ -14,7 +14,7 @@ from typing import Any
 from pynamodb.exceptions import PutError, UpdateError
 
 from shared.adapters import secrets
-from shared.adapters.dynamo import AuditItem, LockItem, NoticeItem, RefItem, TenantItem, bind_table
+from shared.adapters.dynamo import AuditItem, LockItem, NoticeItem, RefItem, TenantItem, bind_table, whole
 from shared.adapters.tenants import _to_domain
 from shared.domain.qbo_notices import Notice
 from shared.domain.tenant import Tenant
@@ -98,7 +98,7 @@ class RealmTenants:
             return hit[1]
         tenants = [
             _to_domain(i)
-            for i in TenantItem.gsi1.query(f"REALM#{realm_id}", TenantItem.gsi1sk.startswith("TENANT#"))
+            for i in whole(TenantItem.gsi1.query(f"REALM#{realm_id}", TenantItem.gsi1sk.startswith("TENANT#")))
             if isinstance(i, TenantItem)
         ]
         active = [t for t in tenants if t.status == "active"]

@@ -18,7 +18,7 @@ from typing import Any, cast
 from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.expressions.update import Action
 
-from shared.adapters.dynamo import EventItem, ObjectItem, bind_table
+from shared.adapters.dynamo import EventItem, ObjectItem, bind_table, whole
 
 ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
 LEASED = "LEASED"  # gsi1 partition of objects under a worker's lease (finish() moves them back out)
@@ -110,16 +110,16 @@ class ObjectRepository:
 
     def by_status(self, status: str, *, tenant_id: str | None = None, limit: int | None = None) -> Iterator[ObjectItem]:
         cond = ObjectItem.gsi1sk.startswith(f"{tenant_id}#") if tenant_id else None
-        yield from cast(Iterator[ObjectItem], ObjectItem.gsi1.query(f"STATUS#{status}", cond, limit=limit))
+        yield from whole(cast(Iterator[ObjectItem], ObjectItem.gsi1.query(f"STATUS#{status}", cond, limit=limit)))
 
     def expired_leases(self, now: int) -> Iterator[ObjectItem]:
         """Objects whose worker's lease ran out without a finish: the worker died mid-reconcile."""
         # The partition holds only in-flight objects; the item's own lease_until is the authority.
         leased = ObjectItem.gsi1.query(LEASED, filter_condition=ObjectItem.lease_until < now)
-        yield from cast(Iterator[ObjectItem], leased)
+        yield from whole(cast(Iterator[ObjectItem], leased))
 
     def waiting_on(self, tenant_id: str, object_key: str) -> Iterator[ObjectItem]:
-        yield from cast(Iterator[ObjectItem], ObjectItem.gsi2.query(f"WAIT#{tenant_id}#{object_key}"))
+        yield from whole(cast(Iterator[ObjectItem], ObjectItem.gsi2.query(f"WAIT#{tenant_id}#{object_key}")))
 
     # ---------------------------------------------------------------- lease
     def claim(
@@ -367,4 +367,4 @@ def _owner_attr() -> Any:
 
 def events_of(tenant_id: str, object_key: str) -> Iterator[EventItem]:
     """The object's timeline, oldest version first."""
-    yield from cast(Iterator[EventItem], EventItem.gsi1.query(f"OBJ#{tenant_id}#{object_key}"))
+    yield from whole(cast(Iterator[EventItem], EventItem.gsi1.query(f"OBJ#{tenant_id}#{object_key}")))

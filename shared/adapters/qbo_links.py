@@ -18,7 +18,7 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, UpdateError
 
-from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table
+from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table, whole
 from shared.domain.errors import RetryableError
 
 
@@ -84,7 +84,7 @@ class QboLinks:
         self.scans += 1
         tenants = [
             t.tenant_id
-            for t in TenantItem.gsi1.query(f"REALM#{realm}", TenantItem.gsi1sk.startswith("TENANT#"))
+            for t in whole(TenantItem.gsi1.query(f"REALM#{realm}", TenantItem.gsi1sk.startswith("TENANT#")))
             if isinstance(t, TenantItem)
         ]
         if not tenants:

@@ -45,6 +45,17 @@ def test_pynamodb_keys_and_indexes_match_the_table(template: dict[str, Any]) -> 
         for idx in LedgerItem._indexes.values()
     }
     assert model_indexes == table_indexes
+    table_projections = {
+        gsi["IndexName"]: (gsi["Projection"]["ProjectionType"], sorted(gsi["Projection"].get("NonKeyAttributes", [])))
+        for gsi in props["GlobalSecondaryIndexes"]
+    }
+    model_projections = {
+        idx.Meta.index_name: (idx.Meta.projection.projection_type, sorted(idx.Meta.projection.non_key_attributes or []))
+        for idx in LedgerItem._indexes.values()
+    }
+    assert model_projections == table_projections
+    # The indexes hold keys (gsi1 also the lease the expired-lease sweep filters on), not copies of items.
+    assert table_projections == {"gsi1": ("INCLUDE", ["lease_until"]), "gsi2": ("KEYS_ONLY", [])}
     assert props["TimeToLiveSpecification"]["AttributeName"] == LedgerItem.expires_at.attr_name
 
 
