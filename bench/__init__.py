@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Modules that register benchmarks (imported by ``python -m bench``); later ones add per-realm throughput etc.
-MODULES: tuple[str, ...] = ("bench.ingest", "bench.coldstart", "bench.baseline", "bench.throughput", "bench.fairness")
+MODULES: tuple[str, ...] = (
+    "bench.ingest",
+    "bench.coldstart",
+    "bench.memory",
+    "bench.baseline",
+    "bench.throughput",
+    "bench.fairness",
+)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ from bench.ingest import ENV, ROOT
 
 # intuitlib itself is a namespace stub that intuit-oauth's .pth registers at start-up: check its client module.
 HEAVY = ("intuitlib.client", "aws_xray_sdk", "requests", "matplotlib", "quickbooks")
+# Peak RSS is the child's VmHWM: ru_maxrss would report the parent's size (carried over by fork + exec).
 PROBE = (
-    "import resource, sys, time; t=time.perf_counter(); import {module} as m; "
+    "import sys, time; t=time.perf_counter(); import {module} as m; "
     "dt=(time.perf_counter()-t)*1000; import json; "
-    "print(json.dumps({{'ms': dt, 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, "
+    "hwm=next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
+    "print(json.dumps({{'ms': dt, 'rss_mb': hwm/1024, "
     "'heavy': sorted(h for h in {heavy!r} if h in sys.modules)}}))"
 )
 

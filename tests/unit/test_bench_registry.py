@@ -11,7 +11,7 @@ from bench.fairness import _p
 def test_every_benchmark_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
     names = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
-    assert {"realm_throughput", "realm_fairness", "ingest_throughput"} <= names, names
+    assert {"realm_throughput", "realm_fairness", "ingest_throughput", "cold_start", "sync_memory"} <= names, names
 
 
 def test_percentile_is_nearest_rank_from_below() -> None:
