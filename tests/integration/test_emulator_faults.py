@@ -55,12 +55,16 @@ def test_batch_calls_per_minute(ctl: EmulatorControl, api: Api) -> None:
 
 
 def test_in_flight_limit(ctl: EmulatorControl, api: Api) -> None:
-    ctl.set_faults(api.realm_id, latency_ms=400)
+    # Long answers and a common start, so that all 14 calls overlap even on a loaded machine (with 400 ms and
+    # staggered thread starts, a busy CI run saw all 14 answered).
+    ctl.set_faults(api.realm_id, latency_ms=2500)
     out: list[int] = []
     lock = threading.Lock()
+    start = threading.Barrier(14)
 
     def call() -> None:
-        resp = requests.get(f"{api.base}/preferences", headers=dict(api.s.headers), timeout=10)
+        start.wait(timeout=30)
+        resp = requests.get(f"{api.base}/preferences", headers=dict(api.s.headers), timeout=30)
         with lock:
             out.append(resp.status_code)
 
