@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 
@@ -60,13 +61,11 @@ class LogTap:
         out, err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(out, self), _Tee(err, self)  # type: ignore[assignment]
         self._undo.append(lambda: (setattr(sys, "stdout", out), setattr(sys, "stderr", err)))
-        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-        for lg in loggers:
-            for h in getattr(lg, "handlers", ()):
-                if type(h) is logging.StreamHandler and not isinstance(h.stream, _Tee):
-                    stream = h.stream
-                    h.stream = _Tee(stream, self)
-                    self._undo.append(lambda h=h, stream=stream: setattr(h, "stream", stream))
+        for h in _handlers():
+            if type(h) is logging.StreamHandler and not isinstance(h.stream, _Tee):
+                stream = h.stream
+                h.stream = _Tee(stream, self)
+                self._undo.append(lambda h=h, stream=stream: setattr(h, "stream", stream))
         root_copy = _RootCopy(self)
         logging.getLogger().addHandler(root_copy)
         self._undo.append(lambda: logging.getLogger().removeHandler(root_copy))
@@ -75,8 +74,13 @@ class LogTap:
     def __exit__(self, *exc: object) -> None:
         while self._undo:
             self._undo.pop()()
-        for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-            for h in getattr(lg, "handlers", ()):  # handlers created while the tap was installed
-                stream = getattr(h, "stream", None)
-                if isinstance(stream, _Tee) and stream._tap is self:
-                    h.stream = stream._inner
+        for h in _handlers():  # handlers created while the tap was installed
+            stream = getattr(h, "stream", None)
+            if isinstance(stream, _Tee) and stream._tap is self:
+                h.stream = stream._inner
+
+
+def _handlers() -> Iterator[logging.Handler]:
+    """Every handler of the root logger and of every named logger (placeholders have none)."""
+    for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        yield from getattr(lg, "handlers", ())

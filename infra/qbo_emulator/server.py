@@ -109,7 +109,7 @@ class Emulator:
             "intuit_tid": new_tid(),
         }
         if kind == "batch":
-            entry["items"] = req.get_data(as_text=True).count('"bId"')
+            entry["items"] = entry["body"].count('"bId"')
         with self.lock:
             entry["seq"] = len(self.requests) + 1
             self.requests.append(entry)

@@ -247,22 +247,25 @@ L = TypeVar("L", bound="LedgerItem")
 
 
 def whole(hits: Iterable[L]) -> Iterator[L]:
-    """The items an index query found, read whole from the table (consistently, 100 keys a batch read), in the
-    index's order; an item deleted since the index listed it is left out."""
+    """The items an index query found, read whole from the table (``read_keys``, 100 hits at a time so that a
+    long query is read as it is consumed), in the index's order; an item deleted since the index listed it is
+    left out."""
     batch: list[L] = []
     for hit in hits:
         batch.append(hit)
         if len(batch) == 100:
-            yield from _read_whole(batch)
+            yield from read_keys(type(batch[0]), ((h.pk, h.sk) for h in batch))
             batch = []
     if batch:
-        yield from _read_whole(batch)
+        yield from read_keys(type(batch[0]), ((h.pk, h.sk) for h in batch))
 
 
-def _read_whole(hits: list[L]) -> Iterator[L]:
-    keys = list(dict.fromkeys((h.pk, h.sk) for h in hits))
-    found = {(i.pk, i.sk): i for i in type(hits[0]).batch_get(keys, consistent_read=True)}
-    yield from (found[k] for k in keys if k in found)
+def read_keys(model: type[L], keys: Iterable[tuple[str, str]]) -> list[L]:
+    """Items by (pk, sk) in consistent batch reads (pynamodb sends 100 keys a call), in the keys' order; a key
+    with no item is left out."""
+    wanted = list(dict.fromkeys(keys))
+    found = {(i.pk, i.sk): i for i in model.batch_get(wanted, consistent_read=True)}
+    return [found[k] for k in wanted if k in found]
 
 
 def bind_table() -> None:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.expressions.update import Action
 
-from shared.adapters.dynamo import EventItem, ObjectItem, bind_table, whole
+from shared.adapters.dynamo import EventItem, ObjectItem, bind_table, read_keys, whole
 
 ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
 LEASED = "LEASED"  # gsi1 partition of objects under a worker's lease (finish() moves them back out)
@@ -105,8 +105,8 @@ class ObjectRepository:
 
     def get_many(self, tenant_id: str, object_keys: Iterable[str]) -> dict[str, ObjectItem]:
         """Several objects in batch reads (100 keys a call), consistent like ``get``; missing keys are absent."""
-        keys = [(object_pk(tenant_id, key), "OBJ") for key in dict.fromkeys(object_keys)]
-        return {item.object_key: item for item in ObjectItem.batch_get(keys, consistent_read=True)}
+        keys = [(object_pk(tenant_id, key), "OBJ") for key in object_keys]
+        return {item.object_key: item for item in read_keys(ObjectItem, keys)}
 
     def by_status(self, status: str, *, tenant_id: str | None = None, limit: int | None = None) -> Iterator[ObjectItem]:
         cond = ObjectItem.gsi1sk.startswith(f"{tenant_id}#") if tenant_id else None
