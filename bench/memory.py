@@ -50,13 +50,17 @@ print(json.dumps({"rss_mb": rss(), "import_rss_mb": after_import, "seconds": tim
 """
 
 
-def _stream_records(system: Any, function: str = FUNCTION) -> list[dict[str, Any]]:
-    """Every record on the function's stream so far, as Lambda would deliver them, that its filter lets through."""
+def _poller(system: Any) -> Any:
+    """The local event source mapping of the sync worker's stream."""
+    return next(p for p in system.stack.pollers if getattr(p, "spec", None) and p.spec.function_id == FUNCTION)
+
+
+def _stream_records(system: Any) -> list[dict[str, Any]]:
+    """Every record on the sync worker's stream so far, as Lambda delivers them, that its filter lets through."""
     from infra.local.filters import matches_any
     from infra.local.streams import lambda_record
 
-    stack = system.stack
-    poller = next(p for p in stack.pollers if getattr(p, "spec", None) and p.spec.function_id == function)
+    stack, poller = system.stack, _poller(system)
     streams = stack.client("dynamodbstreams")
     out: list[dict[str, Any]] = []
     for shard in streams.describe_stream(StreamArn=poller.stream_arn)["StreamDescription"]["Shards"]:
@@ -141,7 +145,7 @@ def sync_memory(opts: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with LocalSystem(schedules_enabled=False, emulator_limits=True, quiet=True) as system:
         assert system.stack is not None
-        template_size = next(p.spec.batch_size for p in system.stack.pollers if p.spec.function_id == FUNCTION)
+        template_size = _poller(system).spec.batch_size
         for size in dict.fromkeys((opts.batch_size, template_size)):
             out.update({f"b{size}_{k}": v for k, v in _measure(system, size).items()})
     out["seconds"] = round(time.perf_counter() - started, 1)
