@@ -352,7 +352,9 @@ class LocalStack:
             if self._quiet(settle_polls):
                 activity = self.runtime.activity
                 cycles = [p.cycles for p in self.pollers]
-                while any(p.cycles <= c for p, c in zip(self.pollers, cycles, strict=True)):
+                # Two more cycles each: the one under way may have read its source before the caller's last
+                # write; the next one starts after this point, so it sees every write made before the call.
+                while any(p.cycles <= c + 1 for p, c in zip(self.pollers, cycles, strict=True)):
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0.02)
