@@ -41,9 +41,14 @@ class Settings(BaseModel):
     qbo_timeout_s: float = Field(default=30.0, alias="QBO_TIMEOUT_S")
     # Objects reconciled concurrently per sync-worker invocation; their writes share /batch calls per realm.
     sync_concurrency: int = Field(default=64, ge=1, le=100, alias="SYNC_CONCURRENCY")
-    # Objects of one realm reconciled per sync-worker invocation; a realm's further records go back to the stream's
-    # tail, so one realm's backlog (paced by QBO's limits) cannot hold up the others' records behind it.
-    sync_realm_share: int = Field(default=90, ge=1, le=10_000, alias="SYNC_REALM_SHARE")
+    # Objects of one realm reconciled per sync-worker invocation; a realm's further objects wait in its queue and
+    # are handed back to the stream a share at a time, so one realm's backlog (paced by QBO's limits) cannot hold
+    # up the others' records behind it. A parked object the queue has not handed back after SYNC_PARK_TTL_S is
+    # taken back by the retry sweep.
+    # The share applies while another realm had records in the container's invocations within the window.
+    sync_realm_share: int = Field(default=30, ge=1, le=10_000, alias="SYNC_REALM_SHARE")
+    sync_contention_window_s: float = Field(default=30.0, ge=0, le=3600, alias="SYNC_CONTENTION_WINDOW_S")
+    sync_park_ttl_s: int = Field(default=900, ge=60, le=86_400, alias="SYNC_PARK_TTL_S")
     # A retrying object waits base, 2x base, 4x base ... seconds (at most 15 minutes) before the sweep wakes it.
     retry_base_s: float = Field(default=5.0, gt=0, le=300, alias="RETRY_BASE_S")
     # Observability

@@ -3,16 +3,21 @@
 Records of one batch are processed concurrently (``SYNC_CONCURRENCY`` threads) so that their QBO writes share
 ``/batch`` calls per realm; each object's exactly-once logic is unchanged (leases keep one worker per object).
 
-Fairness: an invocation reconciles at most ``SYNC_REALM_SHARE`` objects of one realm. A realm's writes are paced by
+Fairness: while other realms have work, an invocation reconciles at most ``SYNC_REALM_SHARE`` objects of one realm
+(``RealmShares``; a realm alone takes all its objects). A realm's writes are paced by
 QBO's limits (40 batch calls a minute), and the invocation returns only when all its records are done, so one
-realm's backlog in a batch would hold up every other realm's records behind it. The realm's further records go
-back to the stream's tail (``ObjectRepository.requeue``): they come round again after the records already waiting.
+realm's backlog in a batch would hold up every other realm's records behind it. The realm's further objects are
+parked in its queue (``ObjectRepository.park``: one write, and the stream does not deliver them); when the
+invocation ends, each realm it saw hands its oldest share of parked objects back to the stream's tail
+(``ObjectRepository.unpark``). A backlog therefore drains a share per invocation, interleaved with the other realms'
+records, and each parked object costs two writes however long the backlog is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -44,39 +49,79 @@ def pool() -> ThreadPoolExecutor:
 
 
 class RealmShares:
-    """How many objects of each realm this invocation has taken (one invocation at a time per container)."""
+    """Which realms this container has seen lately and how many objects of each this invocation has taken (one
+    invocation at a time per container).
+
+    A realm is held to ``SYNC_REALM_SHARE`` objects per invocation only while it is *contended*: another realm had
+    records in one of this container's invocations within ``SYNC_CONTENTION_WINDOW_S``. A realm alone takes all its
+    objects, so its writes fill whole ``/batch`` calls and nothing is parked."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._taken: Counter[str] = Counter()
+        self._seen: dict[str, float] = {}
 
-    def reset(self) -> None:
+    def begin(self, realms: set[str]) -> None:
+        """A new invocation with records of ``realms``."""
+        now = time.monotonic()
         with self._lock:
             self._taken.clear()
+            self._seen.update(dict.fromkeys(realms, now))
+
+    def contended(self, realm: str) -> bool:
+        cutoff = time.monotonic() - get_settings().sync_contention_window_s
+        with self._lock:
+            return any(r != realm and t >= cutoff for r, t in self._seen.items())
 
     def admit(self, realm: str) -> bool:
         with self._lock:
-            if self._taken[realm] >= get_settings().sync_realm_share:
-                return False
             self._taken[realm] += 1
-            return True
+            taken = self._taken[realm]
+        return taken <= get_settings().sync_realm_share or not self.contended(realm)
+
+    def realms(self) -> list[str]:
+        with self._lock:
+            return list(self._taken)
 
 
 SHARES = RealmShares()
+ALONE_HAND_BACK = 500  # the stream's BatchSize
 
 
 def process(record: DynamoDBRecord) -> None:
     image = record.raw_event["dynamodb"]["NewImage"]
     with WORKERS.worker():
+        tenant_id = image["tenant_id"]["S"]
+        realm = service().realm_of(tenant_id)
         if image["rtype"]["S"] == "event":
-            service().apply_event(EventItem.from_raw_data(image))
+            # The object the event makes dirty counts against the realm's share too: over it, it joins the queue
+            # in the event's own write instead of coming back as a record only to be parked.
+            park_in = None if SHARES.admit(realm) else (realm, get_settings().sync_park_ttl_s)
+            service().apply_event(EventItem.from_raw_data(image), park_in=park_in)
             return
-        tenant_id, object_key = image["tenant_id"]["S"], image["object_key"]["S"]
-        if not SHARES.admit(service().realm_of(tenant_id)):
-            ObjectRepository.requeue(tenant_id, object_key)
-            count("SyncRequeued")
+        object_key = image["object_key"]["S"]
+        if not SHARES.admit(realm):
+            if ObjectRepository.park(tenant_id, object_key, realm, get_settings().sync_park_ttl_s):
+                count("SyncParked")
             return
         service().reconcile(tenant_id, object_key)
+
+
+def hand_back() -> None:
+    """Each realm whose objects this invocation saw hands its next parked objects back to the stream: a share
+    while it is contended, a batch's worth once it is alone again."""
+    share = get_settings().sync_realm_share
+    for realm in SHARES.realms():
+        released = ObjectRepository.unpark(realm, share if SHARES.contended(realm) else max(share, ALONE_HAND_BACK))
+        if released:
+            count("SyncUnparked", released)
+
+
+def _realms(event: dict[str, Any]) -> set[str]:
+    tenants = {
+        r.get("dynamodb", {}).get("NewImage", {}).get("tenant_id", {}).get("S") for r in event.get("Records") or []
+    }
+    return {service().realm_of(t) for t in tenants if t}
 
 
 async def record_handler(record: DynamoDBRecord) -> None:
@@ -87,7 +132,10 @@ async def record_handler(record: DynamoDBRecord) -> None:
 @metrics().log_metrics
 @tracer().capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    SHARES.reset()
-    return async_process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    SHARES.begin(_realms(event))
+    try:
+        return async_process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        hand_back()

@@ -5,7 +5,9 @@ Item types (``rtype``) and keys::
     tenant      pk TENANT#{tenant}               sk TENANT     gsi1 REALM#{realm} / TENANT#{tenant}
     event       pk EVT#{tenant}#{event_id}       sk EVT        gsi1 OBJ#{tenant}#{object_key} / {version:020d}#{id}
     object      pk OBJ#{tenant}#{object_key}     sk OBJ        gsi1 STATUS#{status} / {tenant}#{updated_at} (attention)
+                                                               gsi1 LEASED / {lease_until:012d}#{tenant}#{object_key}
                                                                gsi2 WAIT#{tenant}#{waiting_on} / {object_key}
+                                                               gsi2 PARK#{realm} / {parked_at}#{tenant}#{object_key}
     connection  pk REALM#{realm}                 sk CONN
     notice      pk NOTICE#{realm}#{dedupe_key}   sk NOTICE
     ref         pk REALM#{realm}                 sk REF#{entity}#{key}

@@ -8,6 +8,7 @@ manual) are indexed in ``gsi1`` (``STATUS#{status}``); synced / skipped / exclud
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from shared.adapters.dynamo import EventItem, ObjectItem, bind_table, read_keys,
 
 ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
 LEASED = "LEASED"  # gsi1 partition of objects under a worker's lease (finish() moves them back out)
+PARKED = "parked"  # lease owner of an object waiting in its realm's queue (ObjectRepository.park)
 TERMINAL = {"synced", "skipped", "excluded", "manual_done"}
 
 
@@ -34,6 +36,10 @@ def status_index(status: str, tenant_id: str, ts: str) -> list[Action]:
     if status in ATTENTION:
         return [ObjectItem.gsi1pk.set(f"STATUS#{status}"), ObjectItem.gsi1sk.set(f"{tenant_id}#{ts}")]
     return [ObjectItem.gsi1pk.remove(), ObjectItem.gsi1sk.remove()]
+
+
+def park_partition(realm_id: str) -> str:
+    return f"PARK#{realm_id}"
 
 
 def object_pk(tenant_id: str, object_key: str) -> str:
@@ -68,25 +74,25 @@ class ObjectRepository:
     def apply_event(self, event: EventItem, lifecycle: str, kind: str) -> bool:
         """Set the object's desired state from ``event`` if its version is newer. Returns False if stale."""
         item = ObjectItem(object_pk(event.tenant_id, event.object_key), "OBJ")
-        ts = now_iso()
         try:
-            item.update(
-                actions=[
-                    ObjectItem.rtype.set("object"),
-                    ObjectItem.tenant_id.set(event.tenant_id),
-                    ObjectItem.object_key.set(event.object_key),
-                    ObjectItem.kind.set(kind),
-                    ObjectItem.desired.set(event.data),
-                    ObjectItem.desired_version.set(int(event.version)),
-                    ObjectItem.desired_event_id.set(event.event_id),
-                    ObjectItem.lifecycle.set(lifecycle),
-                    ObjectItem.dirty.set(True),
-                    ObjectItem.attempts.set(0),
-                    ObjectItem.updated_at.set(ts),
-                    ObjectItem.status.set(ObjectItem.status | "pending"),
-                ],
-                condition=(ObjectItem.pk.does_not_exist() | (ObjectItem.desired_version < int(event.version))),
-            )
+            item.update(actions=_desired_actions(event, lifecycle, kind), condition=_newer(event))
+        except UpdateError as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def apply_event_parked(event: EventItem, lifecycle: str, kind: str, realm_id: str, ttl_s: int) -> bool:
+        """``apply_event`` that also parks the object in its realm's queue, in the same write (no stream record is
+        delivered for it). False, having written nothing, if the event is stale or the object is under a lease
+        (a worker, or the queue, has it): ``apply_event`` then does the rest."""
+        item = ObjectItem(object_pk(event.tenant_id, event.object_key), "OBJ")
+        actions = _desired_actions(event, lifecycle, kind) + _park_actions(
+            event.tenant_id, event.object_key, realm_id, ttl_s
+        )
+        try:
+            item.update(actions=actions, condition=_newer(event) & ObjectItem.lease_until.does_not_exist())
         except UpdateError as exc:
             if conditional_failed(exc):
                 return False
@@ -272,19 +278,39 @@ class ObjectRepository:
             # A newer version arrived (or the lease moved): record the outcome but leave dirty as it is.
             self.update(item, actions)
 
+    # ---------------------------------------------------------------- a realm's queue (fairness)
     @staticmethod
-    def requeue(tenant_id: str, object_key: str) -> bool:
-        """Send a dirty object's record to the back of the ledger stream (a new MODIFY record; nothing else
-        changes). False if it is gone, clean, or under a worker's lease (that worker is on it)."""
+    def park(tenant_id: str, object_key: str, realm_id: str, ttl_s: int) -> bool:
+        """Hold a dirty object back in its realm's queue (``gsi2`` ``PARK#{realm}``, oldest first) instead of
+        reconciling it now. It is leased to ``PARKED``, so the stream filter does not deliver it; ``unpark`` hands
+        it back to the stream, and if nothing does within ``ttl_s`` the retry sweep takes it back like any expired
+        lease. False if it is gone, clean, or under a lease (a worker is on it)."""
         item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
         condition = ObjectItem.pk.exists() & (ObjectItem.dirty == True) & ObjectItem.lease_until.does_not_exist()  # noqa: E712
         try:
-            item.update(actions=[ObjectItem.updated_at.set(now_iso())], condition=condition)
+            item.update(actions=_park_actions(tenant_id, object_key, realm_id, ttl_s), condition=condition)
             return True
         except UpdateError as exc:
             if conditional_failed(exc):
                 return False
             raise
+
+    @staticmethod
+    def unpark(realm_id: str, n: int) -> int:
+        """Hand the realm's ``n`` oldest parked objects back to the stream (each write is a new record that the
+        filter delivers: dirty, no lease). Returns how many went back."""
+        partition = park_partition(realm_id)
+        hits = iter(cast(Iterator[ObjectItem], ObjectItem.gsi2.query(partition, page_size=n)))
+        released = 0
+        while released < n:
+            # Left-over entries (see _hand_back) are skipped, so the queue is read on until n are released.
+            chunk = list(itertools.islice(hits, n - released))
+            if not chunk:
+                break
+            released += sum(
+                _hand_back(item, partition) for item in read_keys(ObjectItem, ((h.pk, h.sk) for h in chunk))
+            )
+        return released
 
     def touch(self, item: ObjectItem, *, reason: str) -> bool:
         """Mark an object dirty again (wake a waiting / held / retrying object). False if it vanished."""
@@ -333,6 +359,8 @@ class ObjectRepository:
             _owner_attr().remove(),
         ]
         actions += status_index(item.status, item.tenant_id, ts)
+        if item.lease_owner == PARKED:  # its realm's queue did not hand it back in time: it leaves the queue
+            actions += [ObjectItem.gsi2pk.remove(), ObjectItem.gsi2sk.remove()]
         try:
             item.update(actions=actions, condition=ObjectItem.lease_until == item.lease_until)
         except UpdateError as exc:
@@ -363,6 +391,61 @@ class ObjectRepository:
 
 def _owner_attr() -> Any:
     return ObjectItem.lease_owner
+
+
+def _desired_actions(event: EventItem, lifecycle: str, kind: str) -> list[Action]:
+    return [
+        ObjectItem.rtype.set("object"),
+        ObjectItem.tenant_id.set(event.tenant_id),
+        ObjectItem.object_key.set(event.object_key),
+        ObjectItem.kind.set(kind),
+        ObjectItem.desired.set(event.data),
+        ObjectItem.desired_version.set(int(event.version)),
+        ObjectItem.desired_event_id.set(event.event_id),
+        ObjectItem.lifecycle.set(lifecycle),
+        ObjectItem.dirty.set(True),
+        ObjectItem.attempts.set(0),
+        ObjectItem.updated_at.set(now_iso()),
+        ObjectItem.status.set(ObjectItem.status | "pending"),
+    ]
+
+
+def _newer(event: EventItem) -> Any:
+    return ObjectItem.pk.does_not_exist() | (ObjectItem.desired_version < int(event.version))
+
+
+def _hand_back(item: ObjectItem, partition: str) -> bool:
+    ts = now_iso()
+    gone: list[Action] = [ObjectItem.gsi2pk.remove(), ObjectItem.gsi2sk.remove()]
+    if item.lease_owner != PARKED:
+        # Its park outlived the TTL and a touch took it back: only the queue entry is left over.
+        with contextlib.suppress(UpdateError):
+            item.update(actions=gone, condition=ObjectItem.gsi2pk == partition)
+        return False
+    actions = [*gone, ObjectItem.lease_until.remove(), _owner_attr().remove(), ObjectItem.updated_at.set(ts)]
+    try:
+        item.update(
+            actions=actions + status_index(item.status, item.tenant_id, ts),
+            condition=(_owner_attr() == PARKED) & (ObjectItem.lease_until == item.lease_until),
+        )
+    except UpdateError as exc:
+        if not conditional_failed(exc):
+            raise
+        return False
+    return True
+
+
+def _park_actions(tenant_id: str, object_key: str, realm_id: str, ttl_s: int) -> list[Action]:
+    """Lease the row to the realm's queue (the stream filter holds back leased rows) and list it there."""
+    until = int(time.time()) + ttl_s
+    return [
+        ObjectItem.lease_until.set(until),
+        _owner_attr().set(PARKED),
+        ObjectItem.gsi1pk.set(LEASED),  # the retry sweep's safety net: an expired park is an expired lease
+        ObjectItem.gsi1sk.set(f"{until:012d}#{tenant_id}#{object_key}"),
+        ObjectItem.gsi2pk.set(park_partition(realm_id)),
+        ObjectItem.gsi2sk.set(f"{now_iso()}#{tenant_id}#{object_key}"),
+    ]
 
 
 def events_of(tenant_id: str, object_key: str) -> Iterator[EventItem]:

@@ -114,11 +114,18 @@ class SyncService:
         self._local.progress = value
 
     # ================================================================ stream entry points
-    def apply_event(self, event: EventItem) -> bool:
-        """Apply a stored event to its object's desired state (only if newer). Returns False if stale."""
+    def apply_event(self, event: EventItem, *, park_in: tuple[str, int] | None = None) -> bool:
+        """Apply a stored event to its object's desired state (only if newer). Returns False if stale.
+
+        ``park_in`` (realm, TTL): the object joins that realm's queue in the same write, unless a lease is on it
+        (``ObjectRepository.apply_event_parked``)."""
         etype = EventType(event.type)
         kind = event.object_key.split(":", 1)[0]
-        applied = self.objects.apply_event(event, lifecycle_for(etype), kind)
+        lifecycle = lifecycle_for(etype)
+        parked = park_in is not None and self.objects.apply_event_parked(event, lifecycle, kind, *park_in)
+        if parked:
+            count("SyncParked")
+        applied = parked or self.objects.apply_event(event, lifecycle, kind)
         self.objects.mark_event_outcome(event, "applied" if applied else "stale")
         count("EventApplied" if applied else "EventStale")
         return applied

@@ -1,13 +1,15 @@
 """The sync worker takes at most ``SYNC_REALM_SHARE`` objects of one realm per invocation; the rest of that realm's
-records go back to the stream's tail, so a flooded realm does not hold up the other realms' records."""
+objects wait in its queue and go back to the stream a share per invocation, so a flooded realm does not hold up
+the other realms' records."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shared.adapters.dynamo import ObjectItem
+from shared.adapters.dynamo import EventItem, ObjectItem
 from shared.adapters.objects import object_pk
 from shared.config import reset_settings_cache
 from tests.builders import lambda_context, tenant_row
@@ -36,7 +38,7 @@ def _dirty(tenant_id: str, n: int) -> ObjectItem:
     return item
 
 
-def _records(items: list[ObjectItem]) -> dict[str, Any]:
+def _records(items: list[ObjectItem] | list[EventItem]) -> dict[str, Any]:
     return {
         "Records": [
             {
@@ -50,31 +52,135 @@ def _records(items: list[ObjectItem]) -> dict[str, Any]:
     }
 
 
-def test_a_flooded_realm_takes_its_share_and_the_rest_goes_back_to_the_stream(
+def _state(tenant_id: str, n: int) -> ObjectItem:
+    return ObjectItem.get(object_pk(tenant_id, f"appointment:a{n}"), "OBJ")
+
+
+def test_a_flooded_realm_takes_its_share_and_the_rest_waits_in_its_queue(
     moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SYNC_REALM_SHARE", "2")
     reset_settings_cache()
     from functions.sync_worker import handler
 
+    monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
     _tenant("flooded", "realm-1")
     _tenant("quiet", "realm-2")
     flood = [_dirty("flooded", n) for n in range(5)]
     quiet = [_dirty("quiet", n) for n in range(2)]
 
-    def state(tenant_id: str, n: int) -> tuple[str, bool, str]:
-        got = ObjectItem.get(object_pk(tenant_id, f"appointment:a{n}"), "OBJ")
-        return got.status, got.dirty, got.updated_at
-
     assert handler.lambda_handler(_records(flood + quiet), lambda_context()) == {"batchItemFailures": []}
-    after = [state("flooded", n) for n in range(5)]
-    assert sorted(s for s, _, _ in after) == ["pending"] * 3 + ["skipped"] * 2
-    requeued = [(d, u) for s, d, u in after if s == "pending"]
-    assert all(dirty and updated != "2026-11-01T00:00:00.000+00:00" for dirty, updated in requeued)
-    assert [state("quiet", n)[:2] for n in range(2)] == [("skipped", False)] * 2  # never behind the flood
+    after = [_state("flooded", n) for n in range(5)]
+    assert sorted(o.status for o in after) == ["pending"] * 3 + ["skipped"] * 2
+    assert [(o.status, o.dirty) for o in (_state("quiet", n) for n in range(2))] == [("skipped", False)] * 2
+    # Of the three left, the invocation handed the oldest two back to the stream (dirty, no lease: the filter
+    # delivers them); the third is still parked, leased to the queue, so the stream does not deliver it.
+    left = [o for o in after if o.status == "pending"]
+    assert all(o.dirty for o in left)
+    handed_back = [o for o in left if o.lease_until is None]
+    parked = [o for o in left if o.lease_until is not None]
+    assert len(handed_back) == 2 and len(parked) == 1
+    assert parked[0].lease_owner == "parked" and parked[0].gsi2pk == "PARK#realm-1"
+    assert all(o.gsi2pk is None and o.gsi1pk == "STATUS#pending" for o in handed_back)  # listed as before
 
-    # The requeued objects' new records come round in the next invocation, which has a share of its own.
-    again = [ObjectItem.get(object_pk("flooded", f"appointment:a{n}"), "OBJ") for n in range(5)]
-    handler.lambda_handler(_records([o for o in again if o.dirty]), lambda_context())
-    assert sorted(state("flooded", n)[0] for n in range(5)) == ["pending"] + ["skipped"] * 4
+    # The handed-back records come round in the next invocation, which takes its share and hands back the last.
+    handler.lambda_handler(_records(handed_back), lambda_context())
+    assert sorted(_state("flooded", n).status for n in range(5)) == ["pending"] + ["skipped"] * 4
+    last = _state("flooded", int(parked[0].object_key.rsplit("a", 1)[1]))
+    assert last.dirty and last.lease_until is None and last.gsi2pk is None
+    handler.lambda_handler(_records([last]), lambda_context())
+    assert sorted(_state("flooded", n).status for n in range(5)) == ["skipped"] * 5
+    reset_settings_cache()
+
+
+def test_a_realm_alone_takes_all_its_objects_and_its_queue_comes_back_whole(
+    moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No other realm has work: holding the realm to a share would only leave its /batch calls part-empty."""
+    monkeypatch.setenv("SYNC_REALM_SHARE", "2")
+    reset_settings_cache()
+    from functions.sync_worker import handler
+    from shared.adapters.objects import ObjectRepository
+
+    monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
+    _tenant("alone", "realm-1")
+    items = [_dirty("alone", n) for n in range(6)]
+    # Two objects were parked while other realms had work; the realm is alone now.
+    assert ObjectRepository.park("alone", "appointment:a4", "realm-1", ttl_s=600)
+    assert ObjectRepository.park("alone", "appointment:a5", "realm-1", ttl_s=600)
+    handler.lambda_handler(_records(items[:4]), lambda_context())
+    assert [_state("alone", n).status for n in range(4)] == ["skipped"] * 4  # not held to its share of 2
+    back = [_state("alone", n) for n in (4, 5)]
+    assert [(o.status, o.dirty, o.lease_until, o.gsi2pk) for o in back] == [("pending", True, None, None)] * 2
+    reset_settings_cache()
+
+
+def test_a_parked_object_the_queue_forgot_is_taken_back_by_the_retry_sweep(moto_aws: dict[str, str]) -> None:
+    from shared.adapters.objects import ObjectRepository
+    from shared.services.sweeps import retry_sweep
+
+    _tenant("flooded", "realm-1")
+    _dirty("flooded", 0)
+    assert ObjectRepository.park("flooded", "appointment:a0", "realm-1", ttl_s=60)
+    assert not ObjectRepository.park("flooded", "appointment:a0", "realm-1", ttl_s=60)  # already parked
+    parked = _state("flooded", 0)
+    assert retry_sweep(now=datetime.now(UTC))["abandoned"] == 0  # within its TTL: the queue owns it
+    assert retry_sweep(now=datetime.now(UTC) + timedelta(seconds=120))["abandoned"] == 1
+    back = _state("flooded", 0)
+    assert back.dirty and back.lease_until is None and back.lease_owner is None and back.gsi2pk is None
+    assert parked.lease_until is not None
+    assert ObjectRepository.unpark("realm-1", 10) == 0  # nothing left in the queue
+
+
+def _event(tenant_id: str, n: int, version: int = 1) -> EventItem:
+    item = EventItem(
+        f"EVT#{tenant_id}#e{n}-{version}",
+        "EVT",
+        rtype="event",
+        tenant_id=tenant_id,
+        event_id=f"e{n}-{version}",
+        type="appointment.completed",
+        object_key=f"appointment:a{n}",
+        version=version,
+        occurred_at="2026-11-01T00:00:00+00:00",
+        received_at="2026-11-01T00:00:00+00:00",
+        body_sha256="0" * 64,
+        data={"appointment_id": f"a{n}", "v": version},
+    )
+    item.save()
+    return item
+
+
+def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same_write(
+    moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_REALM_SHARE", "2")
+    reset_settings_cache()
+    from functions.sync_worker import handler
+
+    monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
+    _tenant("flooded", "realm-1")
+    _tenant("quiet", "realm-2")
+    events = [_event("flooded", n) for n in range(5)] + [_event("quiet", 0)]
+    handler.lambda_handler(_records(events), lambda_context())
+
+    objs = [_state("flooded", n) for n in range(5)]
+    assert all(o.dirty and o.desired_version == 1 and o.desired["v"] == 1 for o in objs)  # every event applied
+    outcomes = [EventItem.get(f"EVT#flooded#e{n}-1", "EVT").outcome for n in range(5)]
+    assert outcomes == ["applied"] * 5
+    # Two (its share) were applied for the stream to deliver; three joined the realm's queue in the same write,
+    # and the invocation's hand-back released two of those (oldest first).
+    delivered = [o for o in objs if o.lease_until is None]
+    parked = [o for o in objs if o.lease_until is not None]
+    assert len(delivered) == 4 and len(parked) == 1
+    assert parked[0].lease_owner == "parked" and parked[0].gsi2pk == "PARK#realm-1"
+    quiet = _state("quiet", 0)
+    assert quiet.dirty and quiet.lease_until is None
+
+    # A newer event for the parked object updates it where it waits: still parked, no record delivered for it.
+    n = int(parked[0].object_key.rsplit("a", 1)[1])
+    handler.lambda_handler(_records([_event("flooded", n, version=2), _event("quiet", 1)]), lambda_context())
+    again = _state("flooded", n)
+    assert again.desired_version == 2 and again.lease_owner is None  # handed back by this invocation
+    assert again.dirty and again.gsi2pk is None
     reset_settings_cache()
