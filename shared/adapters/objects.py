@@ -173,8 +173,11 @@ class ObjectRepository:
             raise
 
     # ---------------------------------------------------------------- outcomes
-    def record_slot(self, item: ObjectItem, slot: str, info: dict[str, Any] | None) -> None:
-        """Store (or clear) the QBO document of a slot the moment it is known."""
+    def record_slot(
+        self, item: ObjectItem, slot: str, info: dict[str, Any] | None, *, clear_intent: bool = False
+    ) -> None:
+        """Store (or clear) the QBO document of a slot the moment it is known; ``clear_intent`` also clears the
+        slot's write intent in the same write (the write it announced is now recorded)."""
         with self._writing(item) as target:
             qbo = dict(target.qbo or {})
             if info is None:
@@ -182,7 +185,12 @@ class ObjectRepository:
             else:
                 qbo[slot] = info
             target.qbo = qbo
-            self.update(target, [ObjectItem.qbo.set(qbo)])
+            actions: list[Action] = [ObjectItem.qbo.set(qbo)]
+            if clear_intent:
+                intents = {k: v for k, v in slot_intents(target).items() if k != slot}
+                target.intent = {"slots": intents} if intents else None
+                actions.append(ObjectItem.intent.set(target.intent) if intents else ObjectItem.intent.remove())
+            self.update(target, actions)
 
     def record_intent(self, item: ObjectItem, slot: str, intent: dict[str, Any] | None) -> None:
         """Record (or clear, with None) the write intent of one slot: set before its QBO call, cleared after."""

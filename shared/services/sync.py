@@ -479,9 +479,10 @@ class SyncService:
             # The last attempt may have committed: look before creating again.
             found = self._read_back(client, entity, intent.get("lookup") or lookup, intent.get("marker"))
             if found is not None:
-                synced = self._remember(item, slot, entity, found, intent.get("fingerprint"))
+                synced = self._remember(item, slot, entity, found, intent.get("fingerprint"), clear_intent=True)
                 count("ReadBackRecovered", entity=entity)
-            self.objects.record_intent(item, slot, None)
+            else:
+                self.objects.record_intent(item, slot, None)
             plan = plan_slot(
                 slot=slot,
                 entity=entity,
@@ -519,8 +520,7 @@ class SyncService:
                     row = self._resolve_duplicate_name(ctx, item, doc, lookup)
                 else:
                     raise
-            self._remember(item, slot, entity, row, fp)
-            self.objects.record_intent(item, slot, None)
+            self._remember(item, slot, entity, row, fp, clear_intent=True)
             count("QboCreated", entity=entity)
             return row
         assert synced is not None
@@ -661,6 +661,8 @@ class SyncService:
         row: dict[str, Any],
         fp: str | None,
         state: str = "active",
+        *,
+        clear_intent: bool = False,
     ) -> dict[str, Any]:
         info = {
             "type": entity,
@@ -675,7 +677,7 @@ class SyncService:
         }
         info = {k: v for k, v in info.items() if v is not None}
         first_time = (item.qbo or {}).get(slot, {}).get("id") != info["id"]
-        self.objects.record_slot(item, slot, info)
+        self.objects.record_slot(item, slot, info, clear_intent=clear_intent)
         self._progress += 1
         tenant = self._tenant(item.tenant_id)
         if first_time and tenant is not None and tenant.realm_id:

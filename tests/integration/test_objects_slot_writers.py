@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shared.adapters.dynamo import ObjectItem
-from shared.adapters.objects import LeaseLost, ObjectRepository
+from shared.adapters.objects import LeaseLost, ObjectRepository, slot_intents
 from tests.concurrency import run_at_once
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,8 @@ def _errors(results: list[Any]) -> list[BaseException]:
     return [r for r in results if isinstance(r, BaseException)]
 
 
-def test_concurrent_writers_of_one_objects_slots_lose_no_record(moto_aws: dict[str, str]) -> None:
+@pytest.mark.parametrize("one_write", [False, True], ids=["slot-then-intent", "slot-and-intent-in-one-write"])
+def test_concurrent_writers_of_one_objects_slots_lose_no_record(moto_aws: dict[str, str], one_write: bool) -> None:
     repo = ObjectRepository()
     item = _claimed(repo)
     n = 25
@@ -35,9 +36,12 @@ def test_concurrent_writers_of_one_objects_slots_lose_no_record(moto_aws: dict[s
         def write(i: int) -> None:
             slot, copy = f"payment:p{i}", copies[i]
             repo.record_intent(copy, slot, {"op": "create", "entity": "Payment"})
-            repo.record_slot(copy, slot, {"type": "Payment", "id": str(i)})
+            repo.record_slot(copy, slot, {"type": "Payment", "id": str(i)}, clear_intent=one_write)
             assert copy.qbo[slot]["id"] == str(i), "a writer must see its own record"
-            repo.record_intent(copy, slot, None)
+            if one_write:
+                assert slot not in slot_intents(copy), "the slot's intent went with its record"
+            else:
+                repo.record_intent(copy, slot, None)
 
         assert _errors(run_at_once(n, write)) == []
     stored = repo.get(T, KEY)
