@@ -158,7 +158,7 @@ class ObjectRepository:
             if conditional_failed(exc):
                 return None
             raise
-        return self.get(tenant_id, object_key)
+        return item  # pynamodb fills the item from the update's answer (ALL_NEW): no read needed
 
     def _held(self) -> Any:
         return _owner_attr() == self.owner
