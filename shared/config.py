@@ -44,8 +44,8 @@ class Settings(BaseModel):
     # Objects of one realm reconciled per sync-worker invocation; a realm's further objects wait in its queue and
     # are handed back to the stream a share at a time, so one realm's backlog (paced by QBO's limits) cannot hold
     # up the others' records behind it. A parked object the queue has not handed back after SYNC_PARK_TTL_S is
-    # taken back by the retry sweep.
-    # The share applies while another realm had records in the container's invocations within the window.
+    # taken back by the retry sweep. The share applies only while another realm had records in the container's
+    # invocations within SYNC_CONTENTION_WINDOW_S: a realm alone takes all its objects.
     sync_realm_share: int = Field(default=30, ge=1, le=10_000, alias="SYNC_REALM_SHARE")
     sync_contention_window_s: float = Field(default=30.0, ge=0, le=3600, alias="SYNC_CONTENTION_WINDOW_S")
     sync_park_ttl_s: int = Field(default=900, ge=60, le=86_400, alias="SYNC_PARK_TTL_S")

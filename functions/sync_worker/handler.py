@@ -7,10 +7,10 @@ Fairness: while other realms have work, an invocation reconciles at most ``SYNC_
 (``RealmShares``; a realm alone takes all its objects). A realm's writes are paced by
 QBO's limits (40 batch calls a minute), and the invocation returns only when all its records are done, so one
 realm's backlog in a batch would hold up every other realm's records behind it. The realm's further objects are
-parked in its queue (``ObjectRepository.park``: one write, and the stream does not deliver them); when the
-invocation ends, each realm it saw hands its oldest share of parked objects back to the stream's tail
-(``ObjectRepository.unpark``). A backlog therefore drains a share per invocation, interleaved with the other realms'
-records, and each parked object costs two writes however long the backlog is.
+parked in its queue (``ObjectRepository.park``, or in the applying event's own write: the stream does not deliver
+them); when the invocation ends, each realm it saw hands its oldest share of parked objects back to the stream's
+tail (``ObjectRepository.unpark``). A backlog therefore drains a share per invocation, interleaved with the other
+realms' records, and a parked object costs at most two writes however long the backlog is.
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def process(record: DynamoDBRecord) -> None:
 
 
 def hand_back() -> None:
-    """Each realm whose objects this invocation saw hands its next parked objects back to the stream: a share
-    while it is contended, a batch's worth once it is alone again."""
+    """Each realm with records in this invocation hands its next parked objects back to the stream: a share while
+    it is contended, a batch's worth once it is alone again."""
     share = get_settings().sync_realm_share
     for realm in SHARES.realms():
         released = ObjectRepository.unpark(realm, share if SHARES.contended(realm) else max(share, ALONE_HAND_BACK))

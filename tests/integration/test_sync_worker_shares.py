@@ -4,6 +4,7 @@ the other realms' records."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,18 +53,23 @@ def _records(items: list[ObjectItem] | list[EventItem]) -> dict[str, Any]:
     }
 
 
-def _state(tenant_id: str, n: int) -> ObjectItem:
-    return ObjectItem.get(object_pk(tenant_id, f"appointment:a{n}"), "OBJ")
-
-
-def test_a_flooded_realm_takes_its_share_and_the_rest_waits_in_its_queue(
-    moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def handler(moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The sync worker's handler with a share of 2 and no realms seen yet."""
     monkeypatch.setenv("SYNC_REALM_SHARE", "2")
     reset_settings_cache()
     from functions.sync_worker import handler
 
     monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
+    yield handler
+    reset_settings_cache()
+
+
+def _state(tenant_id: str, n: int) -> ObjectItem:
+    return ObjectItem.get(object_pk(tenant_id, f"appointment:a{n}"), "OBJ")
+
+
+def test_a_flooded_realm_takes_its_share_and_the_rest_waits_in_its_queue(handler: Any) -> None:
     _tenant("flooded", "realm-1")
     _tenant("quiet", "realm-2")
     flood = [_dirty("flooded", n) for n in range(5)]
@@ -90,19 +96,12 @@ def test_a_flooded_realm_takes_its_share_and_the_rest_waits_in_its_queue(
     assert last.dirty and last.lease_until is None and last.gsi2pk is None
     handler.lambda_handler(_records([last]), lambda_context())
     assert sorted(_state("flooded", n).status for n in range(5)) == ["skipped"] * 5
-    reset_settings_cache()
 
 
-def test_a_realm_alone_takes_all_its_objects_and_its_queue_comes_back_whole(
-    moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_realm_alone_takes_all_its_objects_and_its_queue_comes_back_whole(handler: Any) -> None:
     """No other realm has work: holding the realm to a share would only leave its /batch calls part-empty."""
-    monkeypatch.setenv("SYNC_REALM_SHARE", "2")
-    reset_settings_cache()
-    from functions.sync_worker import handler
     from shared.adapters.objects import ObjectRepository
 
-    monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
     _tenant("alone", "realm-1")
     items = [_dirty("alone", n) for n in range(6)]
     # Two objects were parked while other realms had work; the realm is alone now.
@@ -112,7 +111,6 @@ def test_a_realm_alone_takes_all_its_objects_and_its_queue_comes_back_whole(
     assert [_state("alone", n).status for n in range(4)] == ["skipped"] * 4  # not held to its share of 2
     back = [_state("alone", n) for n in (4, 5)]
     assert [(o.status, o.dirty, o.lease_until, o.gsi2pk) for o in back] == [("pending", True, None, None)] * 2
-    reset_settings_cache()
 
 
 def test_a_parked_object_the_queue_forgot_is_taken_back_by_the_retry_sweep(moto_aws: dict[str, str]) -> None:
@@ -151,14 +149,7 @@ def _event(tenant_id: str, n: int, version: int = 1) -> EventItem:
     return item
 
 
-def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same_write(
-    moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SYNC_REALM_SHARE", "2")
-    reset_settings_cache()
-    from functions.sync_worker import handler
-
-    monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
+def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same_write(handler: Any) -> None:
     _tenant("flooded", "realm-1")
     _tenant("quiet", "realm-2")
     events = [_event("flooded", n) for n in range(5)] + [_event("quiet", 0)]
@@ -177,10 +168,10 @@ def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same
     quiet = _state("quiet", 0)
     assert quiet.dirty and quiet.lease_until is None
 
-    # A newer event for the parked object updates it where it waits: still parked, no record delivered for it.
+    # A newer event for the parked object is applied where it waits (the queue's lease stays on it); this
+    # invocation's hand-back then releases it with the new version.
     n = int(parked[0].object_key.rsplit("a", 1)[1])
     handler.lambda_handler(_records([_event("flooded", n, version=2), _event("quiet", 1)]), lambda_context())
     again = _state("flooded", n)
     assert again.desired_version == 2 and again.lease_owner is None  # handed back by this invocation
     assert again.dirty and again.gsi2pk is None
-    reset_settings_cache()
