@@ -90,6 +90,7 @@ def _run_child(env: dict[str, str], records: list[dict[str, Any]]) -> dict[str, 
             cwd=ROOT,
             capture_output=True,
             text=True,
+            errors="replace",  # the child's own output is read for its last line only
             timeout=900,
         )
     finally:
