@@ -248,14 +248,14 @@ _bind_lock = threading.Lock()
 L = TypeVar("L", bound="LedgerItem")
 
 
-def whole(hits: Iterable[L]) -> Iterator[L]:
-    """The items an index query found, read whole from the table (``read_keys``, 100 hits at a time so that a
-    long query is read as it is consumed), in the index's order; an item deleted since the index listed it is
+def whole(hits: Iterable[L], *, chunk: int = 100) -> Iterator[L]:
+    """The items an index query found, read whole from the table (``read_keys``, ``chunk`` hits at a time so that
+    a long query is read as it is consumed), in the index's order; an item deleted since the index listed it is
     left out."""
     batch: list[L] = []
     for hit in hits:
         batch.append(hit)
-        if len(batch) == 100:
+        if len(batch) == chunk:
             yield from read_keys(type(batch[0]), ((h.pk, h.sk) for h in batch))
             batch = []
     if batch:

@@ -8,7 +8,6 @@ manual) are indexed in ``gsi1`` (``STATUS#{status}``); synced / skipped / exclud
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 import time
 import uuid
@@ -74,13 +73,7 @@ class ObjectRepository:
     def apply_event(self, event: EventItem, lifecycle: str, kind: str) -> bool:
         """Set the object's desired state from ``event`` if its version is newer. Returns False if stale."""
         item = ObjectItem(object_pk(event.tenant_id, event.object_key), "OBJ")
-        try:
-            item.update(actions=_desired_actions(event, lifecycle, kind), condition=_newer(event))
-        except UpdateError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return _update_if(item, _desired_actions(event, lifecycle, kind), _newer(event))
 
     @staticmethod
     def apply_event_parked(event: EventItem, lifecycle: str, kind: str, realm_id: str, ttl_s: int) -> bool:
@@ -91,13 +84,7 @@ class ObjectRepository:
         actions = _desired_actions(event, lifecycle, kind) + _park_actions(
             event.tenant_id, event.object_key, realm_id, ttl_s
         )
-        try:
-            item.update(actions=actions, condition=_newer(event) & ObjectItem.lease_until.does_not_exist())
-        except UpdateError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return _update_if(item, actions, _newer(event) & ObjectItem.lease_until.does_not_exist())
 
     def mark_event_outcome(self, event: EventItem, outcome: str) -> None:
         event.update(actions=[EventItem.outcome.set(outcome)])
@@ -142,23 +129,16 @@ class ObjectRepository:
         if only_dirty:
             condition = condition & (ObjectItem.dirty == True)  # noqa: E712 - a DynamoDB condition, not a bool test
         until = now + lease_s
-        try:
-            item.update(
-                actions=[
-                    ObjectItem.lease_until.set(until),
-                    _owner_attr().set(self.owner),
-                    # Indexed while leased: if this worker dies, the retry sweep finds the object once the lease
-                    # has run out (stream records re-delivered meanwhile were consumed by failed claims).
-                    ObjectItem.gsi1pk.set(LEASED),
-                    ObjectItem.gsi1sk.set(f"{until:012d}#{tenant_id}#{object_key}"),
-                ],
-                condition=condition,
-            )
-        except UpdateError as exc:
-            if conditional_failed(exc):
-                return None
-            raise
-        return item  # pynamodb fills the item from the update's answer (ALL_NEW): no read needed
+        actions = [
+            ObjectItem.lease_until.set(until),
+            _owner_attr().set(self.owner),
+            # Indexed while leased: if this worker dies, the retry sweep finds the object once the lease has run
+            # out (stream records re-delivered meanwhile were consumed by failed claims).
+            ObjectItem.gsi1pk.set(LEASED),
+            ObjectItem.gsi1sk.set(f"{until:012d}#{tenant_id}#{object_key}"),
+        ]
+        # pynamodb fills the item from the update's answer (ALL_NEW): no read needed.
+        return item if _update_if(item, actions, condition) else None
 
     def _held(self) -> Any:
         return _owner_attr() == self.owner
@@ -295,29 +275,19 @@ class ObjectRepository:
         lease. False if it is gone, clean, or under a lease (a worker is on it)."""
         item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
         condition = ObjectItem.pk.exists() & (ObjectItem.dirty == True) & ObjectItem.lease_until.does_not_exist()  # noqa: E712
-        try:
-            item.update(actions=_park_actions(tenant_id, object_key, realm_id, ttl_s), condition=condition)
-            return True
-        except UpdateError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
+        return _update_if(item, _park_actions(tenant_id, object_key, realm_id, ttl_s), condition)
 
     @staticmethod
     def unpark(realm_id: str, n: int) -> int:
         """Hand the realm's ``n`` oldest parked objects back to the stream (each write is a new record that the
         filter delivers: dirty, no lease). Returns how many went back."""
         partition = park_partition(realm_id)
-        hits = iter(cast(Iterator[ObjectItem], ObjectItem.gsi2.query(partition, page_size=n)))
         released = 0
-        while released < n:
-            # Left-over entries (see _hand_back) are skipped, so the queue is read on until n are released.
-            chunk = list(itertools.islice(hits, n - released))
-            if not chunk:
+        # Read n at a time; left-over entries (see _hand_back) are skipped, so the queue is read on until n go back.
+        for item in whole(cast(Iterator[ObjectItem], ObjectItem.gsi2.query(partition, page_size=n)), chunk=n):
+            released += _hand_back(item, partition)
+            if released >= n:
                 break
-            released += sum(
-                _hand_back(item, partition) for item in read_keys(ObjectItem, ((h.pk, h.sk) for h in chunk))
-            )
         return released
 
     def touch(self, item: ObjectItem, *, reason: str) -> bool:
@@ -343,12 +313,8 @@ class ObjectRepository:
         ]
         for update, lease_condition in attempts:
             condition = ObjectItem.pk.exists() if lease_condition is None else ObjectItem.pk.exists() & lease_condition
-            try:
-                item.update(actions=update, condition=condition)
+            if _update_if(item, update, condition):
                 return True
-            except UpdateError as exc:
-                if not conditional_failed(exc):
-                    raise
         return False
 
     @staticmethod
@@ -369,13 +335,7 @@ class ObjectRepository:
         actions += status_index(item.status, item.tenant_id, ts)
         if item.lease_owner == PARKED:  # its realm's queue did not hand it back in time: it leaves the queue
             actions += [ObjectItem.gsi2pk.remove(), ObjectItem.gsi2sk.remove()]
-        try:
-            item.update(actions=actions, condition=ObjectItem.lease_until == item.lease_until)
-        except UpdateError as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
+        return _update_if(item, actions, ObjectItem.lease_until == item.lease_until)
 
     def ensure(self, tenant_id: str, object_key: str, kind: str) -> None:
         """Create an empty row for an object known only by reference (e.g. a patient with no event yet)."""
@@ -399,6 +359,17 @@ class ObjectRepository:
 
 def _owner_attr() -> Any:
     return ObjectItem.lease_owner
+
+
+def _update_if(item: ObjectItem, actions: list[Action], condition: Any) -> bool:
+    """One conditional update; False, having written nothing, when its condition did not hold."""
+    try:
+        item.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+    return True
 
 
 def _desired_actions(event: EventItem, lifecycle: str, kind: str) -> list[Action]:
@@ -431,16 +402,11 @@ def _hand_back(item: ObjectItem, partition: str) -> bool:
             item.update(actions=gone, condition=ObjectItem.gsi2pk == partition)
         return False
     actions = [*gone, ObjectItem.lease_until.remove(), _owner_attr().remove(), ObjectItem.updated_at.set(ts)]
-    try:
-        item.update(
-            actions=actions + status_index(item.status, item.tenant_id, ts),
-            condition=(_owner_attr() == PARKED) & (ObjectItem.lease_until == item.lease_until),
-        )
-    except UpdateError as exc:
-        if not conditional_failed(exc):
-            raise
-        return False
-    return True
+    return _update_if(
+        item,
+        actions + status_index(item.status, item.tenant_id, ts),
+        (_owner_attr() == PARKED) & (ObjectItem.lease_until == item.lease_until),
+    )
 
 
 def _park_actions(tenant_id: str, object_key: str, realm_id: str, ttl_s: int) -> list[Action]:
