@@ -122,8 +122,8 @@ class WorkerKiller:
         orig_reconcile, orig_remember, orig_claim = SyncService.reconcile, SyncService._remember, ObjectRepository.claim
         killer = self
 
-        def reconcile(self: Any, tenant_id: str, object_key: str) -> Any:
-            outcome = orig_reconcile(self, tenant_id, object_key)
+        def reconcile(self: Any, tenant_id: str, object_key: str, **kw: Any) -> Any:
+            outcome = orig_reconcile(self, tenant_id, object_key, **kw)
             if outcome is not None and killer.roll(killer.after_reconcile, "after_reconcile"):
                 raise RuntimeError("chaos: sync worker killed after the reconcile returned")
             return outcome

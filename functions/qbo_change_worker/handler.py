@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 from typing import Any
 
@@ -13,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.adapters.callbacks import CallbackQueue
 from shared.adapters.dynamo import NoticeItem
 from shared.adapters.notices import NoticeStore, notice_from_item
+from shared.domain.qbo_notices import Notice
 from shared.observability import count, logger, metrics, tracer
 from shared.services.qbo_changes import ChangeService
 from shared.services.qbo_factory import default_client_factory
@@ -30,16 +32,37 @@ def notices() -> NoticeStore:
     return NoticeStore()
 
 
+# Outcomes of this invocation's notices, written back in batch writes when it ends (records run one at a time).
+MARKS: list[tuple[NoticeItem, str]] = []
+
+
 def record_handler(record: DynamoDBRecord) -> None:
-    notice = notice_from_item(NoticeItem.from_raw_data(record.raw_event["dynamodb"]["NewImage"]))
+    item = NoticeItem.from_raw_data(record.raw_event["dynamodb"]["NewImage"])
+    notice = notice_from_item(item)
     logger().append_keys(realm_id=notice.realm_id, entity=notice.entity, entity_id=notice.entity_id)
     outcome = service().handle(notice)
-    notices().mark(notice, outcome)
+    MARKS.append((item, outcome))
     count("QboNoticeOutcome", outcome=outcome)
+
+
+def _notices(event: dict[str, Any]) -> list[Notice]:
+    """The batch's notices, for reading ahead (a malformed record is left to its record handler to report)."""
+    found = []
+    for record in event.get("Records") or []:
+        with contextlib.suppress(Exception):
+            found.append(notice_from_item(NoticeItem.from_raw_data(record["dynamodb"]["NewImage"])))
+    return found
 
 
 @logger().inject_lambda_context(clear_state=True)
 @metrics().log_metrics
 @tracer().capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    MARKS.clear()
+    try:
+        with service().prefetched(_notices(event)):
+            return process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+    finally:
+        notices().mark_many(MARKS)

@@ -85,6 +85,8 @@ class RealmShares:
 
 
 SHARES = RealmShares()
+# Outcomes of this invocation's events, written back in batch writes when it ends (list.append is thread-safe).
+MARKS: list[tuple[EventItem, str]] = []
 ALONE_HAND_BACK = 500  # the stream's BatchSize
 
 
@@ -97,14 +99,15 @@ def process(record: DynamoDBRecord) -> None:
             # The object the event makes dirty counts against the realm's share too: over it, it joins the queue
             # in the event's own write instead of coming back as a record only to be parked.
             park_in = None if SHARES.admit(realm) else (realm, get_settings().sync_park_ttl_s)
-            service().apply_event(EventItem.from_raw_data(image), park_in=park_in)
+            service().apply_event(EventItem.from_raw_data(image), park_in=park_in, marks=MARKS)
             return
         object_key = image["object_key"]["S"]
         if not SHARES.admit(realm):
             if ObjectRepository.park(tenant_id, object_key, realm, get_settings().sync_park_ttl_s):
                 count("SyncParked")
             return
-        service().reconcile(tenant_id, object_key)
+        # An object that waited on this one comes next in this thread, within the realm's share.
+        service().reconcile(tenant_id, object_key, follow=lambda: SHARES.admit(realm))
 
 
 def hand_back() -> None:
@@ -133,9 +136,11 @@ async def record_handler(record: DynamoDBRecord) -> None:
 @tracer().capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     SHARES.begin(_realms(event))
+    MARKS.clear()
     try:
         return async_process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
     finally:
         hand_back()
+        ObjectRepository.mark_event_outcomes(MARKS)

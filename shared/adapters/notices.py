@@ -8,13 +8,14 @@ delivers each INSERT to ``qbo_change_worker`` exactly as often as a new notice a
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
 from shared.adapters import secrets
-from shared.adapters.dynamo import AuditItem, LockItem, NoticeItem, RefItem, TenantItem, bind_table, whole
+from shared.adapters.dynamo import AuditItem, LockItem, NoticeItem, RefItem, TenantItem, bind_table, read_keys, whole
 from shared.adapters.tenants import _to_domain
 from shared.domain.qbo_notices import Notice
 from shared.domain.tenant import Tenant
@@ -33,22 +34,7 @@ class NoticeStore:
 
     def put(self, notice: Notice, *, now: float | None = None) -> bool:
         """Store a notice once. Returns False when the same dedupe key is already stored."""
-        ts = time.time() if now is None else now
-        item = NoticeItem(
-            notice_pk(notice.realm_id, notice.dedupe_key),
-            "NOTICE",
-            rtype="notice",
-            realm_id=notice.realm_id,
-            dedupe_key=notice.dedupe_key,
-            entity=notice.entity,
-            entity_id=notice.entity_id,
-            operation=notice.operation,
-            occurred_at=notice.occurred_at,
-            source=notice.source,
-            data=notice.data,
-            received_at=datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
-            expires_at=int(ts) + NOTICE_TTL_S,
-        )
+        item = _notice_item(notice, time.time() if now is None else now)
         try:
             item.save(condition=NoticeItem.pk.does_not_exist())
         except PutError as exc:
@@ -57,11 +43,40 @@ class NoticeStore:
             raise
         return True
 
+    def put_many(self, notices: list[Notice]) -> list[bool]:
+        """Store a delivery's notices (up to 100 in one Intuit POST) in a few calls: one batch read finds the
+        keys already stored, one batch write per 25 stores the rest. Returns, per notice, whether it was new
+        (a key repeated within ``notices`` is new once).
+
+        Without a condition per item, two deliveries of one notice racing between the read and the write may
+        both write it. That is harmless: only the first write is an INSERT, and the change worker's stream
+        filter takes INSERTs only, so the notice is handled once either way."""
+        ts = time.time()
+        keys = [(notice_pk(n.realm_id, n.dedupe_key), "NOTICE") for n in notices]
+        known = {(i.pk, i.sk) for i in read_keys(NoticeItem, keys)}
+        new: list[bool] = []
+        with NoticeItem.batch_write() as batch:
+            for notice, key in zip(notices, keys, strict=True):
+                new.append(key not in known)
+                if key not in known:
+                    known.add(key)
+                    batch.save(_notice_item(notice, ts))
+        return new
+
     def mark(self, notice: Notice, outcome: str) -> None:
         """Record what the worker did with a notice (for ops and tests)."""
         NoticeItem(notice_pk(notice.realm_id, notice.dedupe_key), "NOTICE").update(
             actions=[NoticeItem.outcome.set(outcome)], condition=NoticeItem.pk.exists()
         )
+
+    @staticmethod
+    def mark_many(marks: Iterable[tuple[NoticeItem, str]]) -> None:
+        """``mark`` for a batch of notices, as they came from the stream: their rows are written back whole with
+        the outcome, a batch write per 25 (a MODIFY, which the change worker's INSERT-only filter ignores)."""
+        with NoticeItem.batch_write() as batch:
+            for item, outcome in marks:
+                item.outcome = outcome
+                batch.save(item)
 
     def get(self, realm_id: str, dedupe_key: str) -> NoticeItem | None:
         try:
@@ -209,3 +224,21 @@ class VerifierSecret:
             return []
         found = (value.get("verifier_token"), value.get("previous_verifier_token"))
         return [t for t in found if isinstance(t, str) and t]
+
+
+def _notice_item(notice: Notice, ts: float) -> NoticeItem:
+    return NoticeItem(
+        notice_pk(notice.realm_id, notice.dedupe_key),
+        "NOTICE",
+        rtype="notice",
+        realm_id=notice.realm_id,
+        dedupe_key=notice.dedupe_key,
+        entity=notice.entity,
+        entity_id=notice.entity_id,
+        operation=notice.operation,
+        occurred_at=notice.occurred_at,
+        source=notice.source,
+        data=notice.data,
+        received_at=datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
+        expires_at=int(ts) + NOTICE_TTL_S,
+    )

@@ -89,6 +89,16 @@ class ObjectRepository:
     def mark_event_outcome(self, event: EventItem, outcome: str) -> None:
         event.update(actions=[EventItem.outcome.set(outcome)])
 
+    @staticmethod
+    def mark_event_outcomes(marks: Iterable[tuple[EventItem, str]]) -> None:
+        """``mark_event_outcome`` for events as they came from the stream: their rows are written back whole
+        with the outcome, a batch write per 25 (a MODIFY, which the sync worker's INSERT-only event filter
+        ignores)."""
+        with EventItem.batch_write() as batch:
+            for event, outcome in marks:
+                event.outcome = outcome
+                batch.save(event)
+
     # ---------------------------------------------------------------- reads
     def get(self, tenant_id: str, object_key: str) -> ObjectItem | None:
         try:
@@ -116,12 +126,20 @@ class ObjectRepository:
 
     # ---------------------------------------------------------------- lease
     def claim(
-        self, tenant_id: str, object_key: str, lease_s: int = 120, *, only_dirty: bool = False
+        self,
+        tenant_id: str,
+        object_key: str,
+        lease_s: int = 120,
+        *,
+        only_dirty: bool = False,
+        wake: str | None = None,
     ) -> ObjectItem | None:
         """Take the object's lease (None if another worker holds it or the object does not exist).
 
         ``only_dirty``: also None when the object has nothing left to do. Every write during a reconcile emits a
         stream record that still says dirty; this turns those late records into one cheap failed condition.
+        ``wake``: mark it dirty for this reason in the same write (a waiting object taken by the worker whose
+        object it waited on; ``touch`` without the trip through the stream).
         """
         item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
         now = int(time.time())
@@ -137,6 +155,12 @@ class ObjectRepository:
             ObjectItem.gsi1pk.set(LEASED),
             ObjectItem.gsi1sk.set(f"{until:012d}#{tenant_id}#{object_key}"),
         ]
+        if wake is not None:
+            actions += [
+                ObjectItem.dirty.set(True),
+                ObjectItem.status_reason.set(wake),
+                ObjectItem.updated_at.set(now_iso()),
+            ]
         # pynamodb fills the item from the update's answer (ALL_NEW): no read needed.
         return item if _update_if(item, actions, condition) else None
 

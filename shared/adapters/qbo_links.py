@@ -12,13 +12,14 @@ the realm's tenants and backfills the links it finds, so lookups stay correct (o
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.exceptions import DeleteError, UpdateError
 
-from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table, whole
+from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table, read_keys, whole
 from shared.domain.errors import RetryableError
 
 
@@ -55,6 +56,11 @@ def link(realm: str, entity: str, qbo_id: str, tenant: str, object_key: str, slo
     ).save()
 
 
+def _link(realm: str, entity: str, qbo_id: str, item: RefItem) -> Link:
+    d = item.data or {}
+    return Link(realm, entity, qbo_id, str(d["tenant_id"]), str(d["object_key"]), str(d["slot"]))
+
+
 def unlink(realm: str, entity: str, qbo_id: str) -> None:
     bind_table()
     try:
@@ -76,8 +82,13 @@ class QboLinks:
             item = RefItem.get(f"REALM#{realm}", _sk(entity, qbo_id), consistent_read=True)
         except RefItem.DoesNotExist:
             return self._scan(realm, entity, qbo_id) if self.scan_fallback else None
-        d = item.data or {}
-        return Link(realm, entity, qbo_id, str(d["tenant_id"]), str(d["object_key"]), str(d["slot"]))
+        return _link(realm, entity, qbo_id, item)
+
+    def find_many(self, wanted: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], Link]:
+        """The links of many (realm, entity, qbo_id) in batch reads; documents qbsync has no link for are left
+        out (``find`` them one by one: it knows the scan fallback)."""
+        keys = {(f"REALM#{realm}", _sk(entity, qbo_id)): (realm, entity, qbo_id) for realm, entity, qbo_id in wanted}
+        return {keys[(i.pk, i.sk)]: _link(*keys[(i.pk, i.sk)], i) for i in read_keys(RefItem, keys)}
 
     def _scan(self, realm: str, entity: str, qbo_id: str) -> Link | None:
         # Fallback until the sync engine writes links: every object row of the realm's tenants, backfilling links.
@@ -117,6 +128,11 @@ class ObjectSlots:
             return ObjectItem.get(f"OBJ#{tenant_id}#{object_key}", "OBJ", consistent_read=True)
         except ObjectItem.DoesNotExist:
             return None
+
+    def get_many(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ObjectItem]:
+        """Objects by (tenant, object_key) in consistent batch reads; missing ones are left out."""
+        found = read_keys(ObjectItem, [(f"OBJ#{tenant_id}#{key}", "OBJ") for tenant_id, key in wanted])
+        return {(i.tenant_id, i.object_key): i for i in found}
 
     def write(self, item: ObjectItem, qbo: dict[str, Any]) -> None:
         """Store the object's new ``qbo`` map. Raises RetryableError when the row moved on or is leased."""

@@ -14,7 +14,8 @@ Conflict policy and callback contract: docs/qbo-to-platform.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -91,16 +92,11 @@ class WebhookIntake:
             # The token may have just been rotated: one fresh read (cached ~1 s) before refusing.
             qn.verify_signature(body, header, self._tokens.tokens(fresh=True))
         parsed = qn.parse_body(body)
-        stored = dupes = unknown_realm = 0
-        for notice in parsed.notices:
-            if not self._tenants.get(notice.realm_id):
-                unknown_realm += 1
-                continue
-            if self._notices.put(notice):
-                stored += 1
-            else:
-                dupes += 1
-        return IntakeResult(stored, dupes, unknown_realm, parsed.unknown + parsed.unhandled)
+        ours = [n for n in parsed.notices if self._tenants.get(n.realm_id)]
+        stored = sum(self._notices.put_many(ours)) if ours else 0
+        return IntakeResult(
+            stored, len(ours) - stored, len(parsed.notices) - len(ours), parsed.unknown + parsed.unhandled
+        )
 
 
 # ================================================================== change worker
@@ -131,6 +127,22 @@ class ChangeService:
         self.tenants = tenants or RealmTenants()
         self.ops = ops or OpsRecords()
         self.reads = 0  # metered QBO reads this service made
+        # Read ahead for a batch of notices (``prefetch``); each entry serves one lookup.
+        self._links: dict[tuple[str, str, str], Link] = {}
+        self._items: dict[tuple[str, str], ObjectItem] = {}
+
+    @contextmanager
+    def prefetched(self, notices: Iterable[Notice]) -> Iterator[None]:
+        """Read the links and objects a batch of notices will look up in batch reads (a few calls for the
+        batch instead of two reads per notice), for the ``handle`` calls inside the block. A prefetched value
+        serves one lookup: a later lookup of the same object (a second notice, after the first may have written
+        it) reads it again."""
+        self._links = self.links.find_many({(n.realm_id, n.entity, n.entity_id) for n in notices})
+        self._items = self.slots.get_many({(ln.tenant_id, ln.object_key) for ln in self._links.values()})
+        try:
+            yield
+        finally:
+            self._links, self._items = {}, {}
 
     def handle(self, notice: Notice) -> str:
         """Apply one notice. Returns the outcome (for the notice record, logs and tests).
@@ -342,13 +354,13 @@ class ChangeService:
 
     # ------------------------------------------------------------------ helpers
     def _target(self, realm: str, entity: str, qbo_id: str) -> _Target | None:
-        ln = self.links.find(realm, entity, qbo_id)
+        ln = self._links.pop((realm, entity, qbo_id), None) or self.links.find(realm, entity, qbo_id)
         if ln is None:
             return None
         tenant = next((t for t in self.tenants.get(realm) if t.tenant_id == ln.tenant_id), None)
         if tenant is None:
             return None
-        item = self.slots.get(ln.tenant_id, ln.object_key)
+        item = self._items.pop((ln.tenant_id, ln.object_key), None) or self.slots.get(ln.tenant_id, ln.object_key)
         slot = (item.qbo or {}).get(ln.slot) if item is not None else None
         if item is None or not isinstance(slot, dict) or str(slot.get("id")) != qbo_id:
             return None  # the link is stale (document replaced or relinked)

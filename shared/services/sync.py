@@ -57,8 +57,10 @@ from shared.services.money import MoneySync
 from shared.services.outcome import Outcome
 
 MAX_ATTEMPTS = 8
+CONNECTION_TTL_S = 5.0
 MAX_SLOT_WRITERS = 30  # a batch call's worth of one object's documents written at once
 ClientFactory = Callable[[str], QboApi]
+Follow = Callable[[], bool]  # may this worker take one more object of the realm now?
 Lookup = tuple[str, str | None] | str
 
 
@@ -99,6 +101,7 @@ class SyncService:
         self._client_factory = client_factory
         self._clients: dict[str, QboApi] = {}
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        self._connections: dict[str, tuple[float, ConnectionItem]] = {}
         # Reconciles run concurrently (one per worker thread): per-reconcile state is thread-local.
         self._local = threading.local()
         self._clients_lock = threading.Lock()
@@ -114,11 +117,19 @@ class SyncService:
         self._local.progress = value
 
     # ================================================================ stream entry points
-    def apply_event(self, event: EventItem, *, park_in: tuple[str, int] | None = None) -> bool:
+    def apply_event(
+        self,
+        event: EventItem,
+        *,
+        park_in: tuple[str, int] | None = None,
+        marks: list[tuple[EventItem, str]] | None = None,
+    ) -> bool:
         """Apply a stored event to its object's desired state (only if newer). Returns False if stale.
 
         ``park_in`` (realm, TTL): the object joins that realm's queue in the same write, unless a lease is on it
-        (``ObjectRepository.apply_event_parked``)."""
+        (``ObjectRepository.apply_event_parked``). ``marks``: the event's outcome (applied / stale) is added
+        here for the caller to record with others (``ObjectRepository.mark_event_outcomes``) instead of being
+        written now."""
         etype = EventType(event.type)
         kind = event.object_key.split(":", 1)[0]
         lifecycle = lifecycle_for(etype)
@@ -126,7 +137,11 @@ class SyncService:
         if parked:
             count("SyncParked")
         applied = parked or self.objects.apply_event(event, lifecycle, kind)
-        self.objects.mark_event_outcome(event, "applied" if applied else "stale")
+        outcome = "applied" if applied else "stale"
+        if marks is None:
+            self.objects.mark_event_outcome(event, outcome)
+        else:
+            marks.append((event, outcome))
         count("EventApplied" if applied else "EventStale")
         return applied
 
@@ -135,25 +150,37 @@ class SyncService:
         tenant = self._tenant(tenant_id)
         return tenant.realm_id if tenant is not None and tenant.realm_id else f"tenant:{tenant_id}"
 
-    def reconcile(self, tenant_id: str, object_key: str) -> Outcome | None:
-        """Bring one object's QBO documents in line with its desired state. None if another worker has it."""
+    def reconcile(self, tenant_id: str, object_key: str, *, follow: Follow | None = None) -> Outcome | None:
+        """Bring one object's QBO documents in line with its desired state. None if another worker has it.
+
+        ``follow``: asked for each object that waited on this one, once this one syncs. When it answers yes, this
+        worker takes the waiting object's lease as it wakes it, and reconciles it next: a copay waiting on its
+        visit's invoice goes out in the next ``/batch`` call instead of coming back through the stream in a later
+        invocation. Otherwise (or if another worker holds it) the object is touched and the stream brings it."""
         item = self.objects.claim(tenant_id, object_key, only_dirty=True)
         if item is None:
             return None
+        outcome, woken = self._reconcile_claimed(item, follow)
+        while woken:
+            count("SyncFollowed")
+            woken.extend(self._reconcile_claimed(woken.pop(0), follow)[1])
+        return outcome
+
+    def _reconcile_claimed(self, item: ObjectItem, follow: Follow | None) -> tuple[Outcome | None, list[ObjectItem]]:
+        """Reconcile an object this worker has leased; the outcome and the waiting objects it took on the way."""
         version = int(item.desired_version)
-        logger().thread_safe_append_keys(tenant_id=tenant_id, object_key=object_key, version=version)
+        logger().thread_safe_append_keys(tenant_id=item.tenant_id, object_key=item.object_key, version=version)
         self._progress = 0
         try:
             outcome = self._reconcile_with_fresh_mappings(item)
         except LeaseLost:
             logger().warning("lease lost; another worker will finish the object")
-            return None
+            return None, []
         except QbsyncError as err:
             outcome = self._outcome_for_error(item, err)
         except QboFault as fault:
             outcome = self._outcome_for_error(item, fault.as_error())
-        self._finish(item, version, outcome)
-        return outcome
+        return outcome, self._finish(item, version, outcome, follow)
 
     def _reconcile_with_fresh_mappings(self, item: ObjectItem) -> Outcome:
         """Tenants are cached for 30 s; a missing mapping is re-checked once against a fresh tenant read, so a
@@ -709,7 +736,11 @@ class SyncService:
         documents (a remittance) may need more attempts than MAX_ATTEMPTS when every write is uncertain."""
         return 0 if self._progress else int(item.attempts or 0)
 
-    def _finish(self, item: ObjectItem, version: int, outcome: Outcome) -> None:
+    def _finish(
+        self, item: ObjectItem, version: int, outcome: Outcome, follow: Follow | None = None
+    ) -> list[ObjectItem]:
+        """Record the outcome and release the lease; wake what waited on the object. Returns the waiting objects
+        taken to be reconciled next (see ``reconcile``)."""
         attempts = self._attempts_so_far(item)
         next_at = None
         synced = None
@@ -741,10 +772,25 @@ class SyncService:
             self.dlq.send_failure(item, outcome.error or {}, version)
         if outcome.waiting_on:
             self._recheck_wait(item, outcome.waiting_on)
-        if outcome.status == "synced":
-            count("ObjectSynced")
-            for dependent in self.objects.waiting_on(item.tenant_id, item.object_key):
-                self.objects.touch(dependent, reason=f"{item.object_key} synced")
+        if outcome.status != "synced":
+            return []
+        count("ObjectSynced")
+        return self._wake_dependents(item, follow)
+
+    def _wake_dependents(self, item: ObjectItem, follow: Follow | None) -> list[ObjectItem]:
+        reason = f"{item.object_key} synced"
+        taken: list[ObjectItem] = []
+        for dependent in self.objects.waiting_on(item.tenant_id, item.object_key):
+            claimed = (
+                follow is not None
+                and follow()
+                and self.objects.claim(item.tenant_id, dependent.object_key, wake=reason)
+            )
+            if claimed:
+                taken.append(claimed)
+            else:
+                self.objects.touch(dependent, reason=reason)
+        return taken
 
     def _recheck_wait(self, item: ObjectItem, waiting_on: str) -> None:
         """Close the lost wake-up: the prerequisite may have synced (and woken its dependents) between this
@@ -761,8 +807,7 @@ class SyncService:
     def _release(self, item: ObjectItem) -> None:
         """Release a lease taken for a prerequisite (patient) without changing its status."""
         self.objects.finish(item, status="synced", version=int(item.desired_version))
-        for dependent in self.objects.waiting_on(item.tenant_id, item.object_key):
-            self.objects.touch(dependent, reason=f"{item.object_key} synced")
+        self._wake_dependents(item, None)
 
     # ================================================================ context
     def _tenant(self, tenant_id: str) -> Tenant | None:
@@ -789,15 +834,27 @@ class SyncService:
         self._tenants[tenant_id] = (time.monotonic(), tenant)
         return tenant
 
+    def _connection(self, realm_id: str) -> ConnectionItem:
+        """The realm's connection, if connected. A connected one is cached for ``CONNECTION_TTL_S``: every
+        reconcile needs it, and a disconnect seen a few seconds late costs nothing (QBO refuses the revoked
+        tokens, which holds the object just the same)."""
+        hit = self._connections.get(realm_id)
+        if hit and time.monotonic() - hit[0] < CONNECTION_TTL_S:
+            return hit[1]
+        try:
+            conn = ConnectionItem.get(f"REALM#{realm_id}", "CONN")
+        except ConnectionItem.DoesNotExist as exc:
+            raise ReconnectNeeded("no QuickBooks connection for the realm", realm_id=realm_id) from exc
+        if conn.status != "connected":
+            self._connections.pop(realm_id, None)
+            raise ReconnectNeeded(f"QuickBooks connection is {conn.status}", realm_id=realm_id)
+        self._connections[realm_id] = (time.monotonic(), conn)
+        return conn
+
     def _ctx(self, tenant: Tenant) -> Ctx:
         if not tenant.realm_id:
             raise ReconnectNeeded("the tenant has not connected QuickBooks yet", realm_id=None)
-        try:
-            conn = ConnectionItem.get(f"REALM#{tenant.realm_id}", "CONN")
-        except ConnectionItem.DoesNotExist as exc:
-            raise ReconnectNeeded("no QuickBooks connection for the realm", realm_id=tenant.realm_id) from exc
-        if conn.status != "connected":
-            raise ReconnectNeeded(f"QuickBooks connection is {conn.status}", realm_id=tenant.realm_id)
+        conn = self._connection(tenant.realm_id)
         client = self._clients.get(tenant.realm_id)
         if client is None:
             with self._clients_lock:  # one client (and so one write coalescer) per realm per container
