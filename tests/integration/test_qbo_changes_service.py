@@ -173,6 +173,35 @@ def test_echo_of_a_recorded_write_needs_no_read_and_sends_nothing(svc: Any) -> N
     assert sent == [] and qbo.stats.reads == 0
 
 
+def test_a_batch_read_ahead_serves_one_lookup_and_a_second_notice_reads_the_object_again(svc: Any) -> None:
+    service, sent, qbo = svc
+    tenant()
+    obj("appointment:a1", "invoice", invoice_slot())
+    qbo.rows[("Invoice", "130")] = invoice_row("1", 120.0)
+    reads: list[str] = []
+    real_get = service.slots.get
+    service.slots.get = lambda tenant_id, key: reads.append(key) or real_get(tenant_id, key)
+    batch = [notice("Invoice", "130", "Update"), notice("Invoice", "130", "Delete", when="2026-01-20T11:00:00-08:00")]
+    with service.prefetched(batch):
+        assert service.handle(batch[0]) == "updated"
+        assert reads == []  # read ahead
+        # The first notice wrote the object: the second must see that write, not the batch's early read.
+        assert service.handle(batch[1]) == "deleted"
+    assert reads == ["appointment:a1"]
+    assert [c["type"] for c in sent] == ["invoice.updated_in_qbo", "invoice.deleted_in_qbo"]
+
+
+def test_a_delivery_stores_each_new_notice_once(moto_aws: dict[str, str]) -> None:
+    store = NoticeStore()
+    old, new = notice("Invoice", "130", "Update"), notice("Invoice", "131", "Create")
+    assert store.put(old)
+    store.mark(old, "echo")
+    assert store.put_many([new, old, new]) == [True, False, False]
+    kept = store.get(REALM, old.dedupe_key)
+    assert kept is not None and kept.outcome == "echo"  # a known notice is not written again
+    assert store.get(REALM, new.dedupe_key) is not None
+
+
 def test_a_cdc_change_in_the_same_second_as_our_write_is_not_taken_for_an_echo(svc: Any) -> None:
     # The QBO user voided the invoice within the second of our write: LastUpdatedTime (whole seconds) is equal,
     # the SyncToken is newer. The CDC row carries the body, so the token decides, with no read.

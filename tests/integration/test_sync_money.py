@@ -15,7 +15,7 @@ import pytest
 from infra.demo.scenario import pt_week
 from infra.qbo_emulator.control import EmulatorControl
 from shared.services.sweeps import retry_sweep
-from tests.sync_harness import DELIVERY_ORDERS, SyncHarness, delivered, money
+from tests.sync_harness import DELIVERY_ORDERS, SyncHarness, delivered, money, stream_delivers
 
 T = "clinic-1"
 LINES = [
@@ -191,6 +191,32 @@ def test_hold_policy_waits_for_the_appointment_and_is_woken_by_it(harness: SyncH
     (pay,) = books(harness, "Payment")
     assert pay["Line"][0]["LinkedTxn"][0]["TxnId"] == invoice(harness)["Id"]
     assert {o.status for o in harness.objects()} == {"synced"}
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["taken-next", "touched"])
+def test_the_worker_that_syncs_the_visit_takes_the_waiting_copay_next(harness: SyncHarness, follow: bool) -> None:
+    """With ``follow`` allowing it, the copay that waited on the visit is reconciled by the same worker right after
+    the invoice (no trip through the stream); otherwise it is only woken, and the stream would bring it."""
+    harness.put_tenant(
+        mappings={"services": {"97110": "Therapeutic Exercise", "97140": "Manual Therapy"}},
+        settings={"unapplied_copay_policy": "hold"},
+    )
+    harness.store([patient(), appointment("appointment.booked", 1), payment("copay-1", "25.00")])
+    harness.drain()
+    harness.store([appointment("appointment.completed", 2)])
+    with harness.workers.worker():
+        outcome = harness.service.reconcile(T, "appointment:appt-1", follow=lambda: follow)
+    assert outcome is not None and outcome.status == "synced"
+    (copay,) = [o for o in harness.objects() if o.object_key == "payment:copay-1"]
+    if follow:
+        assert copay.status == "synced" and not copay.dirty and copay.lease_until is None
+        (pay,) = books(harness, "Payment")
+        assert pay["Line"][0]["LinkedTxn"][0]["TxnId"] == invoice(harness)["Id"]
+        assert not any(stream_delivers(o) for o in harness.objects())
+    else:
+        assert copay.status == "waiting" and stream_delivers(copay) and books(harness, "Payment") == []
+        harness.drain()
+        assert len(books(harness, "Payment")) == 1
 
 
 def test_remittance_for_two_patients_makes_one_payment_each(harness: SyncHarness) -> None:
