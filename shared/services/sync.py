@@ -160,17 +160,24 @@ class SyncService:
         item = self.objects.claim(tenant_id, object_key, only_dirty=True)
         if item is None:
             return None
-        outcome, woken = self._reconcile_claimed(item, follow)
+        outcome, woken = self._reconcile_claimed(item, follow, {})
         while woken:
             count("SyncFollowed")
-            woken.extend(self._reconcile_claimed(woken.pop(0), follow)[1])
+            taken, known = woken.pop(0)
+            woken.extend(self._reconcile_claimed(taken, follow, known)[1])
         return outcome
 
-    def _reconcile_claimed(self, item: ObjectItem, follow: Follow | None) -> tuple[Outcome | None, list[ObjectItem]]:
-        """Reconcile an object this worker has leased; the outcome and the waiting objects it took on the way."""
+    def _reconcile_claimed(
+        self, item: ObjectItem, follow: Follow | None, known: dict[str, ObjectItem | None]
+    ) -> tuple[Outcome | None, list[tuple[ObjectItem, dict[str, ObjectItem | None]]]]:
+        """Reconcile an object this worker has leased. Returns the outcome and the waiting objects it took on the
+        way, each with what this reconcile knows of the ledger: ``known`` for the next one, the objects it read
+        (the patient) and its own row as finished, so a copay taken next does not read its visit and patient
+        again."""
         version = int(item.desired_version)
         logger().thread_safe_append_keys(tenant_id=item.tenant_id, object_key=item.object_key, version=version)
         self._progress = 0
+        self._local.known, self._local.read = known, {}
         try:
             outcome = self._reconcile_with_fresh_mappings(item)
         except LeaseLost:
@@ -180,7 +187,9 @@ class SyncService:
             outcome = self._outcome_for_error(item, err)
         except QboFault as fault:
             outcome = self._outcome_for_error(item, fault.as_error())
-        return outcome, self._finish(item, version, outcome, follow)
+        taken = self._finish(item, version, outcome, follow)
+        read = {**self._local.read, item.object_key: item}  # the row as finish() left it (ALL_NEW)
+        return outcome, [(t, {k: v for k, v in read.items() if k != t.object_key}) for t in taken]
 
     def _reconcile_with_fresh_mappings(self, item: ObjectItem) -> Outcome:
         """Tenants are cached for 30 s; a missing mapping is re-checked once against a fresh tenant read, so a
@@ -860,7 +869,14 @@ class SyncService:
             with self._clients_lock:  # one client (and so one write coalescer) per realm per container
                 client = self._clients.get(tenant.realm_id) or self._client_factory(tenant.realm_id)
                 self._clients[tenant.realm_id] = client
-        return Ctx(tenant=tenant, client=client, prefs=docs.CompanyPrefs.from_summary(conn.company or {}))
+        ctx = Ctx(
+            tenant=tenant,
+            client=client,
+            prefs=docs.CompanyPrefs.from_summary(conn.company or {}),
+            read=dict(getattr(self._local, "known", {})),
+        )
+        self._local.read = ctx.read
+        return ctx
 
 
 def _line_description(code: str, m: TenantMappings) -> str:

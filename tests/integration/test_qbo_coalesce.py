@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -114,4 +115,22 @@ def test_writes_arriving_while_the_batch_budget_refills_go_out_together(
         lambda i: client.create("Customer", {"DisplayName": f"Patient E{i + 1:02d}"}, request_id=f"e{i + 1}"),
     )
     assert all(isinstance(r, dict) for r in results)
+    assert control.stats(inner.realm_id)["batch"] - before == 1
+
+
+def test_a_first_write_waits_for_busy_workers_to_fill_its_batch(
+    realm_client: tuple[EmulatorControl, QboClient],
+) -> None:
+    control, inner = realm_client
+    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=1.5)
+    before = control.stats(inner.realm_id)["batch"]
+
+    def write(i: int) -> Any:
+        # Writer 0 is ready first; the other 29 are still busy (reading the ledger, say) for a moment.
+        time.sleep(0.05 if i == 0 else 0.3)
+        return client.create("Customer", {"DisplayName": f"Patient F{i:02d}"}, request_id=f"f{i}")
+
+    results = _run_workers(client, 30, write)
+    assert all(isinstance(r, dict) for r in results)
+    # Sent alone, the first write would have spent a batch call of the realm's budget on one item.
     assert control.stats(inner.realm_id)["batch"] - before == 1

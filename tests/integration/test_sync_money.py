@@ -204,12 +204,17 @@ def test_the_worker_that_syncs_the_visit_takes_the_waiting_copay_next(harness: S
     harness.store([patient(), appointment("appointment.booked", 1), payment("copay-1", "25.00")])
     harness.drain()
     harness.store([appointment("appointment.completed", 2)])
+    reads: list[str] = []
+    real_get = harness.service.objects.get
+    harness.service.objects.get = lambda tenant_id, key: reads.append(key) or real_get(tenant_id, key)  # type: ignore[method-assign]
     with harness.workers.worker():
         outcome = harness.service.reconcile(T, "appointment:appt-1", follow=lambda: follow)
     assert outcome is not None and outcome.status == "synced"
     (copay,) = [o for o in harness.objects() if o.object_key == "payment:copay-1"]
     if follow:
         assert copay.status == "synced" and not copay.dirty and copay.lease_until is None
+        # The copay used what the visit's reconcile knew: the visit as it finished it, and the patient it read.
+        assert reads == ["patient:pat-1"]
         (pay,) = books(harness, "Payment")
         assert pay["Line"][0]["LinkedTxn"][0]["TxnId"] == invoice(harness)["Id"]
         assert not any(stream_delivers(o) for o in harness.objects())

@@ -3,7 +3,8 @@
 Each reconcile keeps its own exactly-once logic (intent, requestid, read-back) and calls ``create`` /
 ``update`` / ``delete`` / ``void`` as usual; ``CoalescingClient`` queues the write and blocks the caller until
 the write's batch returns. A batch is sent when every active worker is waiting on one (nothing more can come),
-when ``max_items`` writes are queued, or after ``linger_s``. One batch call then carries up to 30 writes, which
+when ``max_items`` writes are queued, or after ``linger_s`` (after up to one batch interval while enough workers
+are still busy to fill it). One batch call then carries up to 30 writes, which
 is how qbsync gets near QBO's per-realm ceiling (40 batch calls/min) while spending a fraction of the calls.
 
 QBO runs batch items one after another but an item cannot see what an earlier item of the same batch created;
@@ -152,10 +153,14 @@ class CoalescingClient:
             self._queue.append(pending)
             self.workers.active -= 1  # this worker now waits
             self._cond.notify_all()
-            deadline = time.monotonic() + self.linger_s
+            arrived = time.monotonic()
             try:
                 while not pending.done.is_set():
                     now = time.monotonic()
+                    # While enough workers are still busy to fill the batch, wait for them up to one batch interval:
+                    # a batch sent almost empty would spend a call of the realm's budget for one or two writes.
+                    filling = self.workers.active >= self.max_items - len(self._queue)
+                    deadline = arrived + (max(self.linger_s, self.min_interval_s) if filling else self.linger_s)
                     spaced = now - self._last_flush >= self.min_interval_s
                     ready = len(self._queue) >= self.max_items or (
                         spaced and (self.workers.active <= 0 or now >= deadline)
