@@ -1,8 +1,9 @@
 """Change notices in the ledger (``notice`` items) and the realm → tenants lookup the webhook path needs.
 
-Notice item: pk ``NOTICE#{realm}#{dedupe_key}``, sk ``NOTICE``. Stored with a conditional put, so a duplicate
-delivery (Intuit retries, CDC re-finding a webhook's change under the same key) is stored once; the stream
-delivers each INSERT to ``qbo_change_worker`` exactly as often as a new notice appears.
+Notice item: pk ``NOTICE#{realm}#{dedupe_key}``, sk ``NOTICE``. Stored once per key (a conditional put, or a
+webhook's notices together: ``put_many``), so a duplicate delivery (Intuit retries, CDC re-finding a webhook's
+change under the same key) is stored once; the stream delivers each INSERT to ``qbo_change_worker`` exactly as
+often as a new notice appears.
 """
 
 from __future__ import annotations

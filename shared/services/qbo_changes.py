@@ -127,7 +127,7 @@ class ChangeService:
         self.tenants = tenants or RealmTenants()
         self.ops = ops or OpsRecords()
         self.reads = 0  # metered QBO reads this service made
-        # Read ahead for a batch of notices (``prefetch``); each entry serves one lookup.
+        # Read ahead for a batch of notices (``prefetched``); each entry serves one lookup.
         self._links: dict[tuple[str, str, str], Link] = {}
         self._items: dict[tuple[str, str], ObjectItem] = {}
 
