@@ -12,8 +12,8 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.adapters.callbacks import CallbackQueue
-from shared.adapters.dynamo import NoticeItem
-from shared.adapters.notices import NoticeStore, notice_from_item
+from shared.adapters.dynamo import NoticeItem, save_all
+from shared.adapters.notices import notice_from_item
 from shared.domain.qbo_notices import Notice
 from shared.observability import count, logger, metrics, tracer
 from shared.services.qbo_changes import ChangeService
@@ -27,13 +27,9 @@ def service() -> ChangeService:
     return ChangeService(default_client_factory, callbacks=CallbackQueue())
 
 
-@lru_cache(maxsize=1)
-def notices() -> NoticeStore:
-    return NoticeStore()
-
-
-# Outcomes of this invocation's notices, written back in batch writes when it ends (records run one at a time).
-MARKS: list[tuple[NoticeItem, str]] = []
+# This invocation's notices, their outcomes set, written back in batch writes when it ends (records run one at a
+# time).
+MARKS: list[NoticeItem] = []
 
 
 def record_handler(record: DynamoDBRecord) -> None:
@@ -41,7 +37,8 @@ def record_handler(record: DynamoDBRecord) -> None:
     notice = notice_from_item(item)
     logger().append_keys(realm_id=notice.realm_id, entity=notice.entity, entity_id=notice.entity_id)
     outcome = service().handle(notice)
-    MARKS.append((item, outcome))
+    item.outcome = outcome
+    MARKS.append(item)
     count("QboNoticeOutcome", outcome=outcome)
 
 
@@ -65,4 +62,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
                 event=event, record_handler=record_handler, processor=processor, context=context
             )
     finally:
-        notices().mark_many(MARKS)
+        save_all(NoticeItem, MARKS)

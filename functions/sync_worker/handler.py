@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.adapters.dynamo import EventItem
+from shared.adapters.dynamo import EventItem, save_all
 from shared.adapters.objects import ObjectRepository
 from shared.config import get_settings
 from shared.observability import count, logger, metrics, tracer
@@ -85,8 +85,9 @@ class RealmShares:
 
 
 SHARES = RealmShares()
-# Outcomes of this invocation's events, written back in batch writes when it ends (list.append is thread-safe).
-MARKS: list[tuple[EventItem, str]] = []
+# This invocation's events, their outcomes set, written back in batch writes when it ends (list.append is
+# thread-safe).
+MARKS: list[EventItem] = []
 ALONE_HAND_BACK = 500  # the stream's BatchSize
 
 
@@ -143,4 +144,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         )
     finally:
         hand_back()
-        ObjectRepository.mark_event_outcomes(MARKS)
+        save_all(EventItem, MARKS)

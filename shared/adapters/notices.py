@@ -9,7 +9,6 @@ often as a new notice appears.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,21 +62,6 @@ class NoticeStore:
                     known.add(key)
                     batch.save(_notice_item(notice, ts))
         return new
-
-    def mark(self, notice: Notice, outcome: str) -> None:
-        """Record what the worker did with a notice (for ops and tests)."""
-        NoticeItem(notice_pk(notice.realm_id, notice.dedupe_key), "NOTICE").update(
-            actions=[NoticeItem.outcome.set(outcome)], condition=NoticeItem.pk.exists()
-        )
-
-    @staticmethod
-    def mark_many(marks: Iterable[tuple[NoticeItem, str]]) -> None:
-        """``mark`` for a batch of notices, as they came from the stream: their rows are written back whole with
-        the outcome, a batch write per 25 (a MODIFY, which the change worker's INSERT-only filter ignores)."""
-        with NoticeItem.batch_write() as batch:
-            for item, outcome in marks:
-                item.outcome = outcome
-                batch.save(item)
 
     def get(self, realm_id: str, dedupe_key: str) -> NoticeItem | None:
         try:

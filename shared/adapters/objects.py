@@ -89,16 +89,6 @@ class ObjectRepository:
     def mark_event_outcome(self, event: EventItem, outcome: str) -> None:
         event.update(actions=[EventItem.outcome.set(outcome)])
 
-    @staticmethod
-    def mark_event_outcomes(marks: Iterable[tuple[EventItem, str]]) -> None:
-        """``mark_event_outcome`` for events as they came from the stream: their rows are written back whole
-        with the outcome, a batch write per 25 (a MODIFY, which the sync worker's INSERT-only event filter
-        ignores)."""
-        with EventItem.batch_write() as batch:
-            for event, outcome in marks:
-                event.outcome = outcome
-                batch.save(event)
-
     # ---------------------------------------------------------------- reads
     def get(self, tenant_id: str, object_key: str) -> ObjectItem | None:
         try:
@@ -156,11 +146,7 @@ class ObjectRepository:
             ObjectItem.gsi1sk.set(f"{until:012d}#{tenant_id}#{object_key}"),
         ]
         if wake is not None:
-            actions += [
-                ObjectItem.dirty.set(True),
-                ObjectItem.status_reason.set(wake),
-                ObjectItem.updated_at.set(now_iso()),
-            ]
+            actions += _woken(wake)
         # pynamodb fills the item from the update's answer (ALL_NEW): no read needed.
         return item if _update_if(item, actions, condition) else None
 
@@ -324,11 +310,7 @@ class ObjectRepository:
 
         An object left under a dead worker's expired lease loses that lease too: the sync worker's stream filter
         holds back records of leased objects, so a touch alone would leave it dirty and never delivered."""
-        actions: list[Action] = [
-            ObjectItem.dirty.set(True),
-            ObjectItem.status_reason.set(reason),
-            ObjectItem.updated_at.set(now_iso()),
-        ]
+        actions = _woken(reason)
         expired = ObjectItem.lease_until < int(time.time())
         attempts: list[tuple[list[Action], Any]] = [
             (actions, ObjectItem.lease_until.does_not_exist()),  # the usual case: one write
@@ -394,6 +376,11 @@ def _update_if(item: ObjectItem, actions: list[Action], condition: Any) -> bool:
             return False
         raise
     return True
+
+
+def _woken(reason: str) -> list[Action]:
+    """Dirty again, with the reason shown to ops."""
+    return [ObjectItem.dirty.set(True), ObjectItem.status_reason.set(reason), ObjectItem.updated_at.set(now_iso())]
 
 
 def _desired_actions(event: EventItem, lifecycle: str, kind: str) -> list[Action]:

@@ -20,6 +20,7 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, UpdateError
 
 from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table, read_keys, whole
+from shared.adapters.objects import object_pk
 from shared.domain.errors import RetryableError
 
 
@@ -125,13 +126,13 @@ class ObjectSlots:
 
     def get(self, tenant_id: str, object_key: str) -> ObjectItem | None:
         try:
-            return ObjectItem.get(f"OBJ#{tenant_id}#{object_key}", "OBJ", consistent_read=True)
+            return ObjectItem.get(object_pk(tenant_id, object_key), "OBJ", consistent_read=True)
         except ObjectItem.DoesNotExist:
             return None
 
     def get_many(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ObjectItem]:
         """Objects by (tenant, object_key) in consistent batch reads; missing ones are left out."""
-        found = read_keys(ObjectItem, [(f"OBJ#{tenant_id}#{key}", "OBJ") for tenant_id, key in wanted])
+        found = read_keys(ObjectItem, [(object_pk(tenant_id, key), "OBJ") for tenant_id, key in wanted])
         return {(i.tenant_id, i.object_key): i for i in found}
 
     def write(self, item: ObjectItem, qbo: dict[str, Any]) -> None:

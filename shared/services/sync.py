@@ -122,14 +122,14 @@ class SyncService:
         event: EventItem,
         *,
         park_in: tuple[str, int] | None = None,
-        marks: list[tuple[EventItem, str]] | None = None,
+        marks: list[EventItem] | None = None,
     ) -> bool:
         """Apply a stored event to its object's desired state (only if newer). Returns False if stale.
 
         ``park_in`` (realm, TTL): the object joins that realm's queue in the same write, unless a lease is on it
-        (``ObjectRepository.apply_event_parked``). ``marks``: the event's outcome (applied / stale) is added
-        here for the caller to record with others (``ObjectRepository.mark_event_outcomes``) instead of being
-        written now."""
+        (``ObjectRepository.apply_event_parked``). ``marks``: the event, its outcome (applied / stale) set, is added
+        here for the caller to write back with others (``dynamo.save_all``) instead of the outcome being written
+        now."""
         etype = EventType(event.type)
         kind = event.object_key.split(":", 1)[0]
         lifecycle = lifecycle_for(etype)
@@ -141,7 +141,8 @@ class SyncService:
         if marks is None:
             self.objects.mark_event_outcome(event, outcome)
         else:
-            marks.append((event, outcome))
+            event.outcome = outcome
+            marks.append(event)
         count("EventApplied" if applied else "EventStale")
         return applied
 
@@ -855,7 +856,6 @@ class SyncService:
         except ConnectionItem.DoesNotExist as exc:
             raise ReconnectNeeded("no QuickBooks connection for the realm", realm_id=realm_id) from exc
         if conn.status != "connected":
-            self._connections.pop(realm_id, None)
             raise ReconnectNeeded(f"QuickBooks connection is {conn.status}", realm_id=realm_id)
         self._connections[realm_id] = (time.monotonic(), conn)
         return conn
