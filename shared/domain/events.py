@@ -14,9 +14,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.domain.event_types import EventType, Modality, ObjectKind, PayerType
 
 Money = Annotated[Decimal, Field(max_digits=12, decimal_places=2)]
 PositiveMoney = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
@@ -34,47 +36,6 @@ PHI_FIELDS: frozenset[str] = frozenset(
         "ssn",
     }
 )
-
-
-class EventType(StrEnum):
-    PATIENT_UPSERTED = "patient.upserted"
-    APPOINTMENT_BOOKED = "appointment.booked"
-    APPOINTMENT_RESCHEDULED = "appointment.rescheduled"
-    APPOINTMENT_COMPLETED = "appointment.completed"
-    APPOINTMENT_CANCELLED = "appointment.cancelled"
-    APPOINTMENT_NO_SHOW = "appointment.no_show"
-    INVOICE_FINALIZED = "invoice.finalized"
-    INVOICE_VOIDED = "invoice.voided"
-    INVOICE_UNFINALIZED = "invoice.unfinalized"
-    PAYMENT_COLLECTED = "payment.collected"
-    PAYMENT_UPDATED = "payment.updated"
-    PAYMENT_REFUNDED = "payment.refunded"
-    PAYMENT_DELETED = "payment.deleted"
-    INSURANCE_REMITTANCE = "insurance.remittance"
-    CREDIT_ISSUED = "credit.issued"
-    CREDIT_UPDATED = "credit.updated"
-    CREDIT_DELETED = "credit.deleted"
-
-
-class ObjectKind(StrEnum):
-    """Source objects whose desired QBO state the ledger tracks."""
-
-    PATIENT = "patient"
-    APPOINTMENT = "appointment"
-    INVOICE = "invoice"
-    PAYMENT = "payment"
-    REMITTANCE = "remittance"
-    CREDIT = "credit"
-
-
-class PayerType(StrEnum):
-    INSURANCE = "insurance"
-    SELF_PAY = "self_pay"
-
-
-class Modality(StrEnum):
-    IN_PERSON = "in_person"
-    TELEHEALTH = "telehealth"
 
 
 class _Data(BaseModel):
@@ -351,23 +312,3 @@ class _IdOnly(BaseModel):
 
 def data_model_for(event_type: EventType) -> type[_Data]:
     return _DATA_BY_PREFIX[event_type.value.split(".", 1)[0]][1]
-
-
-Lifecycle = Literal["active", "cancelled", "no_show", "voided", "deleted", "draft"]
-
-
-def lifecycle_for(event_type: EventType) -> Lifecycle:
-    """The state a source object is in after an event of this type."""
-    table: dict[EventType, Lifecycle] = {
-        EventType.APPOINTMENT_BOOKED: "draft",
-        EventType.APPOINTMENT_RESCHEDULED: "draft",
-        EventType.APPOINTMENT_COMPLETED: "active",
-        EventType.APPOINTMENT_CANCELLED: "cancelled",
-        EventType.APPOINTMENT_NO_SHOW: "no_show",
-        EventType.INVOICE_FINALIZED: "active",
-        EventType.INVOICE_VOIDED: "voided",
-        EventType.INVOICE_UNFINALIZED: "deleted",
-        EventType.PAYMENT_DELETED: "deleted",
-        EventType.CREDIT_DELETED: "deleted",
-    }
-    return table.get(event_type, "active")

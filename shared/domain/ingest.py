@@ -37,7 +37,8 @@ from shared.domain.errors import (
     UnprocessableEvent,
     UnsupportedMediaType,
 )
-from shared.domain.events import Event, EventEnvelope, EventType, UnknownEventType, parse_event
+from shared.domain.event_types import EventType
+from shared.domain.events import Event, EventEnvelope, UnknownEventType, parse_event
 from shared.domain.problems import field_path, problems_from
 
 MAX_BATCH = 100

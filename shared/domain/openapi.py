@@ -16,11 +16,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.domain import signing
+from shared.domain.event_types import EventType
 from shared.domain.events import (
     AppointmentData,
     CreditData,
     EventEnvelope,
-    EventType,
     InvoiceData,
     PatientData,
     PaymentData,

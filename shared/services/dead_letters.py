@@ -19,7 +19,7 @@ from shared.adapters.dlq_review import DeadLetter, DeadLetterQueue, stream_batch
 from shared.adapters.dynamo import EventItem
 from shared.adapters.objects import ObjectRepository
 from shared.domain.errors import Conflict, NotFound
-from shared.domain.events import EventType, lifecycle_for
+from shared.domain.event_types import EventType, lifecycle_for
 from shared.domain.failures import phi_free
 from shared.observability import count
 

@@ -47,7 +47,7 @@ from shared.domain.errors import (
     RetryableError,
     WaitingOnDependency,
 )
-from shared.domain.events import EventType, lifecycle_for
+from shared.domain.event_types import EventType, lifecycle_for
 from shared.domain.failures import failure_kind
 from shared.domain.phi import check_payload
 from shared.domain.planner import SlotPlan, before_start_date, plan_slot, wants_invoice

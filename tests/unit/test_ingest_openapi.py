@@ -10,7 +10,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from shared.domain.events import EventType
+from shared.domain.event_types import EventType
 from shared.domain.openapi import DOC_PATH, build, render
 from tests import builders as b
 
