@@ -2,60 +2,72 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
 class SettingsError(RuntimeError):
     """A required environment variable is missing or malformed (raised at cold start)."""
 
 
-class Settings(BaseModel):
+def _env(name: str, default: Any = dataclasses.MISSING, **bounds: float) -> Any:
+    """A setting read from environment variable ``name``, optionally bounded (``ge``, ``gt``, ``le``)."""
+    return field(default=default, metadata={"env": name, "bounds": bounds})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Read by hand, not with pydantic: every function reads its settings at cold start, and most functions have
+    no other use for pydantic (see ``shared.domain.plain``)."""
+
     # Wiring (set by template.yaml; the local stack sets the same names)
-    ledger_table: str = Field(alias="LEDGER_TABLE")
-    dlq_url: str = Field(default="", alias="DLQ_URL")
-    callback_queue_url: str = Field(default="", alias="CALLBACK_QUEUE_URL")
-    secrets_prefix: str = Field(default="qbsync", alias="SECRETS_PREFIX")
-    oauth_app_secret_id: str = Field(default="", alias="OAUTH_APP_SECRET_ID")
-    aws_region: str = Field(default="us-east-1", alias="AWS_REGION")
+    ledger_table: str = _env("LEDGER_TABLE")
+    dlq_url: str = _env("DLQ_URL", "")
+    callback_queue_url: str = _env("CALLBACK_QUEUE_URL", "")
+    secrets_prefix: str = _env("SECRETS_PREFIX", "qbsync")
+    oauth_app_secret_id: str = _env("OAUTH_APP_SECRET_ID", "")
+    aws_region: str = _env("AWS_REGION", "us-east-1")
     # Endpoint overrides (local stack, tests); botocore applies them itself, qbsync only keys its clients by them.
-    aws_endpoint_url: str = Field(default="", alias="AWS_ENDPOINT_URL")
-    aws_endpoint_url_dynamodb_streams: str = Field(default="", alias="AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
+    aws_endpoint_url: str = _env("AWS_ENDPOINT_URL", "")
+    aws_endpoint_url_dynamodb_streams: str = _env("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "")
     # QuickBooks environment: sandbox | production | local (the emulator). Endpoints follow from it.
-    qbo_environment: Literal["sandbox", "production", "local"] = Field(default="sandbox", alias="QBO_ENVIRONMENT")
-    qbo_base_url: str = Field(default="", alias="QBO_BASE_URL")
-    qbo_discovery_url: str = Field(default="", alias="QBO_DISCOVERY_URL")
-    qbo_webhook_verifier_secret_id: str = Field(default="", alias="QBO_WEBHOOK_VERIFIER_SECRET_ID")
-    oauth_redirect_url: str = Field(default="", alias="OAUTH_REDIRECT_URL")
+    qbo_environment: Literal["sandbox", "production", "local"] = _env("QBO_ENVIRONMENT", "sandbox")
+    qbo_base_url: str = _env("QBO_BASE_URL", "")
+    qbo_discovery_url: str = _env("QBO_DISCOVERY_URL", "")
+    qbo_webhook_verifier_secret_id: str = _env("QBO_WEBHOOK_VERIFIER_SECRET_ID", "")
+    oauth_redirect_url: str = _env("OAUTH_REDIRECT_URL", "")
     # Request limits
-    max_body_bytes: int = Field(default=262_144, alias="MAX_BODY_BYTES")
-    signature_tolerance_s: int = Field(default=300, alias="SIGNATURE_TOLERANCE_S")
+    max_body_bytes: int = _env("MAX_BODY_BYTES", 262_144)
+    signature_tolerance_s: int = _env("SIGNATURE_TOLERANCE_S", 300)
     # QBO pacing per realm (QBO: 500/min, 10 in flight, 40 batch/min); we stay under by default.
-    qbo_rate_per_min: int = Field(default=480, alias="QBO_RATE_PER_MIN")
-    qbo_max_inflight: int = Field(default=8, alias="QBO_MAX_INFLIGHT")
-    qbo_batch_per_min: int = Field(default=38, alias="QBO_BATCH_PER_MIN")
-    qbo_batch_size: int = Field(default=30, alias="QBO_BATCH_SIZE")
-    qbo_timeout_s: float = Field(default=30.0, alias="QBO_TIMEOUT_S")
+    qbo_rate_per_min: int = _env("QBO_RATE_PER_MIN", 480)
+    qbo_max_inflight: int = _env("QBO_MAX_INFLIGHT", 8)
+    qbo_batch_per_min: int = _env("QBO_BATCH_PER_MIN", 38)
+    qbo_batch_size: int = _env("QBO_BATCH_SIZE", 30)
+    qbo_timeout_s: float = _env("QBO_TIMEOUT_S", 30.0)
     # Objects reconciled concurrently per sync-worker invocation; their writes share /batch calls per realm.
-    sync_concurrency: int = Field(default=64, ge=1, le=100, alias="SYNC_CONCURRENCY")
+    sync_concurrency: int = _env("SYNC_CONCURRENCY", 64, ge=1, le=100)
     # Objects of one realm reconciled per sync-worker invocation; a realm's further objects wait in its queue and
     # are handed back to the stream a share at a time, so one realm's backlog (paced by QBO's limits) cannot hold
     # up the others' records behind it. A parked object the queue has not handed back after SYNC_PARK_TTL_S is
     # taken back by the retry sweep. The share applies only while another realm had records in the container's
     # invocations within SYNC_CONTENTION_WINDOW_S: a realm alone takes all its objects.
-    sync_realm_share: int = Field(default=30, ge=1, le=10_000, alias="SYNC_REALM_SHARE")
-    sync_contention_window_s: float = Field(default=30.0, ge=0, le=3600, alias="SYNC_CONTENTION_WINDOW_S")
-    sync_park_ttl_s: int = Field(default=900, ge=60, le=86_400, alias="SYNC_PARK_TTL_S")
+    sync_realm_share: int = _env("SYNC_REALM_SHARE", 30, ge=1, le=10_000)
+    sync_contention_window_s: float = _env("SYNC_CONTENTION_WINDOW_S", 30.0, ge=0, le=3600)
+    sync_park_ttl_s: int = _env("SYNC_PARK_TTL_S", 900, ge=60, le=86_400)
     # A retrying object waits base, 2x base, 4x base ... seconds (at most 15 minutes) before the sweep wakes it.
-    retry_base_s: float = Field(default=5.0, gt=0, le=300, alias="RETRY_BASE_S")
+    retry_base_s: float = _env("RETRY_BASE_S", 5.0, gt=0, le=300)
     # Observability
-    tracing_enabled: bool = Field(default=False, alias="QBSYNC_TRACING")
-    ops_local_key: str = Field(default="", alias="OPS_LOCAL_KEY")
-
-    model_config = {"populate_by_name": True, "frozen": True}
+    tracing_enabled: bool = _env("QBSYNC_TRACING", False)
+    ops_local_key: str = _env("OPS_LOCAL_KEY", "")
 
     @property
     def qbo_api_base(self) -> str:
@@ -65,15 +77,48 @@ class Settings(BaseModel):
             return "https://quickbooks.api.intuit.com"
         return "https://sandbox-quickbooks.api.intuit.com"
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, Any]) -> Settings:
+        """Settings from environment variables. Raises SettingsError naming each missing or invalid one."""
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        bad: list[str] = []
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name not in environ:
+                if f.default is dataclasses.MISSING:
+                    bad.append(name)
+                continue
+            try:
+                values[f.name] = _parse(hints[f.name], str(environ[name]), f.metadata["bounds"])
+            except ValueError:
+                bad.append(name)
+        if bad:
+            raise SettingsError(f"qbsync settings invalid or missing: {', '.join(bad)}")
+        return cls(**values)
+
+
+def _parse(kind: Any, raw: str, bounds: Mapping[str, float]) -> Any:
+    if typing.get_origin(kind) is Literal:
+        if raw not in typing.get_args(kind):
+            raise ValueError(raw)
+        return raw
+    if kind is bool:
+        if raw.lower() not in _TRUE | _FALSE:
+            raise ValueError(raw)
+        return raw.lower() in _TRUE
+    value = kind(raw)  # str, int or float; int("1.5") and float("x") raise ValueError
+    if ("ge" in bounds and value < bounds["ge"]) or ("gt" in bounds and value <= bounds["gt"]):
+        raise ValueError(raw)
+    if "le" in bounds and value > bounds["le"]:
+        raise ValueError(raw)
+    return value
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Read settings once. Raises SettingsError naming the missing/invalid variables."""
-    try:
-        return Settings.model_validate(dict(os.environ))
-    except ValidationError as exc:
-        names = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        raise SettingsError(f"qbsync settings invalid or missing: {names}") from exc
+    return Settings.from_env(os.environ)
 
 
 def reset_settings_cache() -> None:

@@ -8,10 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from shared.domain.errors import BadRequest, QbsyncError, RequestError
-from shared.domain.problems import problems_from
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -30,13 +27,6 @@ def error_response(err: RequestError) -> dict[str, Any]:
     if extra:
         body["details"] = extra
     return json_response(err.status, body)
-
-
-def validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
-    """A pydantic error as a 400 naming the first offending field (dotted path), with all problems listed."""
-    problems = problems_from(exc, prefix)  # fields as events[3].data.lines[0].unit_price
-    first = problems[0] if problems else {"field": prefix or None, "problem": "invalid"}
-    return BadRequest(f"{first['field']}: {first['problem']}", field=first["field"], problems=problems)
 
 
 def internal_error_body(err: Exception) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from shared.adapters import secrets
 from shared.adapters.dynamo import AuditItem, LockItem, NoticeItem, RefItem, TenantItem, bind_table, read_keys, whole
-from shared.adapters.tenants import _to_domain
+from shared.adapters.tenants import tenant_from_item
 from shared.domain.qbo_notices import Notice
 from shared.domain.tenant import Tenant
 
@@ -97,7 +97,7 @@ class RealmTenants:
         if hit and now - hit[0] < self._ttl_s:
             return hit[1]
         tenants = [
-            _to_domain(i)
+            tenant_from_item(i)
             for i in whole(TenantItem.gsi1.query(f"REALM#{realm_id}", TenantItem.gsi1sk.startswith("TENANT#")))
             if isinstance(i, TenantItem)
         ]
@@ -110,7 +110,7 @@ class RealmTenants:
         """Every realm with at least one active tenant (a filtered scan: few tenant items)."""
         out: dict[str, list[Tenant]] = {}
         for item in TenantItem.scan(TenantItem.rtype == "tenant"):
-            tenant = _to_domain(item)
+            tenant = tenant_from_item(item)
             if tenant.realm_id and tenant.status == "active":
                 out.setdefault(tenant.realm_id, []).append(tenant)
         return out

@@ -17,6 +17,7 @@ from pynamodb.expressions.condition import Condition
 from shared.adapters import secrets
 from shared.adapters.dynamo import TenantItem, bind_table
 from shared.domain.errors import Conflict, NotFound
+from shared.domain.plain import from_stored, to_json
 from shared.domain.tenant import Tenant, TenantMappings, TenantSettings
 
 
@@ -33,11 +34,13 @@ class TenantRepository:
             item = TenantItem.get(tenant_pk(tenant_id), "TENANT", consistent_read=consistent)
         except TenantItem.DoesNotExist:
             return None
-        return _to_domain(item)
+        return tenant_from_item(item)
 
     def list(self) -> list[Tenant]:
         """Every tenant (a filtered scan: an admin operation over a table with few tenant items)."""
-        return sorted((_to_domain(i) for i in TenantItem.scan(TenantItem.rtype == "tenant")), key=lambda t: t.tenant_id)
+        return sorted(
+            (tenant_from_item(i) for i in TenantItem.scan(TenantItem.rtype == "tenant")), key=lambda t: t.tenant_id
+        )
 
     def create(self, tenant: Tenant) -> None:
         """Raises Conflict (field ``tenant_id``) if the tenant already exists."""
@@ -70,8 +73,8 @@ class TenantRepository:
         actions: list[Any] = [
             TenantItem.name.set(tenant.name),
             TenantItem.status.set(tenant.status),
-            TenantItem.settings.set(tenant.settings.model_dump(mode="json")),
-            TenantItem.mappings.set(tenant.mappings.model_dump(mode="json")),
+            TenantItem.settings.set(to_json(tenant.settings)),
+            TenantItem.mappings.set(to_json(tenant.mappings)),
         ]
         if tenant.updated_at is not None:
             actions.append(TenantItem.updated_at.set(tenant.updated_at.isoformat()))
@@ -150,14 +153,14 @@ def _to_item(t: Tenant) -> TenantItem:
         status=t.status,
         signing_secret_id=t.signing_secret_id,
         callback_url=t.callback_url,
-        settings=t.settings.model_dump(mode="json"),
-        mappings=t.mappings.model_dump(mode="json"),
+        settings=to_json(t.settings),
+        mappings=to_json(t.mappings),
         created_at=t.created_at.isoformat(),
         updated_at=t.updated_at.isoformat() if t.updated_at else None,
     )
 
 
-def _to_domain(item: TenantItem) -> Tenant:
+def tenant_from_item(item: TenantItem) -> Tenant:
     return Tenant(
         tenant_id=item.tenant_id,
         name=item.name,
@@ -165,8 +168,8 @@ def _to_domain(item: TenantItem) -> Tenant:
         realm_id=item.realm_id,
         signing_secret_id=item.signing_secret_id,
         callback_url=item.callback_url,
-        settings=TenantSettings.model_validate(item.settings or {}),
-        mappings=TenantMappings.model_validate(item.mappings or {}),
+        settings=from_stored(TenantSettings, item.settings or {}),
+        mappings=from_stored(TenantMappings, item.mappings or {}),
         created_at=datetime.fromisoformat(item.created_at),
         updated_at=datetime.fromisoformat(item.updated_at) if item.updated_at else None,
     )

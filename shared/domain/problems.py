@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+from shared.domain.errors import BadRequest
+
+if TYPE_CHECKING:  # pydantic is imported by the code that validates, not by every user of the errors
+    from pydantic import ValidationError
 
 
 def field_path(prefix: str, loc: Iterable[str | int]) -> str:
@@ -26,3 +30,10 @@ def problems_from(exc: ValidationError, prefix: str = "") -> list[dict[str, str]
         {"field": field_path(prefix, e["loc"]) or prefix, "problem": e["msg"]}
         for e in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
+
+
+def bad_request(exc: ValidationError, prefix: str = "") -> BadRequest:
+    """A pydantic error as a 400 naming the first offending field (dotted path), with all problems listed."""
+    problems = problems_from(exc, prefix)
+    first = problems[0] if problems else {"field": prefix, "problem": "invalid"}
+    return BadRequest(f"{first['field']}: {first['problem']}", field=first["field"] or None, problems=problems)

@@ -19,6 +19,7 @@ from shared.adapters.qbo.types import QboApi
 from shared.adapters.refs import RefCache
 from shared.domain.errors import BadRequest, Conflict, NotFound
 from shared.domain.failures import mapping_key
+from shared.domain.plain import to_json
 from shared.domain.tenant import Tenant
 from shared.observability import count
 from shared.services.qbo_factory import connected_client
@@ -66,7 +67,7 @@ class MappingService:
     # ------------------------------------------------------------------ reads
     def show(self, tenant_id: str) -> dict[str, Any]:
         tenant = get_tenant(tenant_id)
-        return {"tenant_id": tenant_id, "realm_id": tenant.realm_id, "mappings": tenant.mappings.model_dump()}
+        return {"tenant_id": tenant_id, "realm_id": tenant.realm_id, "mappings": to_json(tenant.mappings)}
 
     def refresh(self, tenant_id: str) -> dict[str, Any]:
         """Reload the QBO lists (one /batch) for every worker."""
@@ -82,7 +83,7 @@ class MappingService:
             self.refs.refresh(client)
         problems = []
         checked = 0
-        for key, entity, ref in _values(tenant.mappings.model_dump()):
+        for key, entity, ref in _values(to_json(tenant.mappings)):
             checked += 1
             row = self.refs.lookup(client, entity, ref)
             if row is None:
@@ -153,7 +154,7 @@ class MappingService:
         count("OpsMappingsSet")
         return {
             "tenant_id": tenant_id,
-            "mappings": updated.mappings.model_dump(),
+            "mappings": to_json(updated.mappings),
             "retried": retried,
             "retry_after_s": ENGINE_TENANT_CACHE_S if retried else 0,
             "reposted": reposted,

@@ -35,6 +35,7 @@ from shared.adapters.qbo.coalesce import Workers
 from shared.adapters.qbo.faults import QboFault, QboNotFound, QboStale
 from shared.adapters.qbo.types import QboApi
 from shared.adapters.refs import RefCache, escape_query_value
+from shared.adapters.tenants import tenant_from_item
 from shared.config import get_settings
 from shared.domain import documents as docs
 from shared.domain import naming
@@ -828,19 +829,7 @@ class SyncService:
             row = TenantItem.get(f"TENANT#{tenant_id}", "TENANT")
         except TenantItem.DoesNotExist:
             return None
-        tenant = Tenant.model_validate(
-            {
-                "tenant_id": row.tenant_id,
-                "name": row.name,
-                "status": row.status,
-                "realm_id": row.realm_id,
-                "signing_secret_id": row.signing_secret_id,
-                "callback_url": row.callback_url,
-                "settings": row.settings or {},
-                "mappings": row.mappings or {},
-                "created_at": row.created_at,
-            }
-        )
+        tenant = tenant_from_item(row)
         self._tenants[tenant_id] = (time.monotonic(), tenant)
         return tenant
 

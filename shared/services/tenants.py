@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from shared.adapters import secrets
 from shared.adapters.tenants import TenantRepository
 from shared.domain.errors import BadRequest, NotFound
-from shared.domain.problems import problems_from
+from shared.domain.plain import to_json, validated
+from shared.domain.problems import bad_request
 from shared.domain.tenant import Tenant, TenantMappings, TenantSettings
 
 Clock = Callable[[], datetime]
@@ -60,16 +61,19 @@ def create_tenant(
     """
     repo = repo or TenantRepository()
     try:
-        tenant = Tenant(
-            tenant_id=tenant_id,
-            name=name,
-            callback_url=callback_url,
-            signing_secret_id=signing_secret_name(tenant_id),
-            settings=TenantSettings.model_validate(dict(settings or {})),
-            created_at=clock(),
+        tenant = validated(
+            Tenant,
+            {
+                "tenant_id": tenant_id,
+                "name": name,
+                "callback_url": callback_url,
+                "signing_secret_id": signing_secret_name(tenant_id),
+                "settings": validated(TenantSettings, dict(settings or {})),
+                "created_at": clock(),
+            },
         )
     except ValidationError as exc:
-        raise _bad(exc) from exc
+        raise bad_request(exc) from exc
     # Record first, secret second: the conditional create is what guarantees we never overwrite the
     # secret of an existing tenant. A secret left by an earlier failed create is an orphan; replacing it is safe.
     repo.create(tenant)
@@ -130,8 +134,8 @@ def update_tenant(
     """
     repo = repo or TenantRepository()
     tenant = get_tenant(tenant_id, repo=repo)
-    settings = tenant.settings.model_dump(mode="json")
-    mappings = tenant.mappings.model_dump(mode="json")
+    settings = to_json(tenant.settings)
+    mappings = to_json(tenant.mappings)
     for key, value in (changes or {}).items():
         path = key.split(".")
         if path[0] == "mappings":
@@ -141,18 +145,19 @@ def update_tenant(
         else:
             _merge(settings, path, value, whole_key=key)
     try:
-        updated = tenant.model_copy(
-            update={
+        updated = validated(
+            Tenant,
+            {
+                **to_json(tenant),
                 "name": name if name is not None else tenant.name,
                 "callback_url": None if clear_callback_url else (callback_url or tenant.callback_url),
-                "settings": TenantSettings.model_validate(settings),
-                "mappings": TenantMappings.model_validate(mappings),
+                "settings": validated(TenantSettings, settings),
+                "mappings": validated(TenantMappings, mappings),
                 "updated_at": clock(),
-            }
+            },
         )
-        updated = Tenant.model_validate(updated.model_dump())
     except ValidationError as exc:
-        raise _bad(exc) from exc
+        raise bad_request(exc) from exc
     repo.replace(updated, expected_updated_at=tenant.updated_at)
     return updated
 
@@ -177,9 +182,3 @@ def _merge(doc: dict[str, Any], path: list[str], value: Any, *, whole_key: str) 
         node[leaf] = {**node[leaf], **value}
     else:
         node[leaf] = value
-
-
-def _bad(exc: ValidationError) -> BadRequest:
-    problems = problems_from(exc)
-    first = problems[0] if problems else {"field": "", "problem": "invalid"}
-    return BadRequest(f"{first['field']}: {first['problem']}", field=first["field"] or None, problems=problems)

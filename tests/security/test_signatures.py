@@ -6,6 +6,7 @@ Each rejection is asserted with its status, the header it names, and an unchange
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -194,7 +195,7 @@ def test_disabled_tenant_is_refused(post: Poster, tenant: TenantKeys) -> None:
     repo = TenantRepository()
     t = repo.get(tenant.tenant_id, consistent=True)
     assert t is not None
-    repo.replace(t.model_copy(update={"status": "disabled"}), expected_updated_at=t.updated_at)
+    repo.replace(dataclasses.replace(t, status="disabled"), expected_updated_at=t.updated_at)
     reset_caches()  # a new container: no cached tenant record
     _rejected(post, b.appointment_completed(tenant_id=tenant.tenant_id), 404, TENANT)
 

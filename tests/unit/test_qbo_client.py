@@ -57,7 +57,7 @@ class OpenPacer:
 
 def make_client(**settings: Any) -> tuple[QboClient, FakeTokens, OpenPacer]:
     tokens, pacer = FakeTokens(), OpenPacer()
-    cfg = Settings(LEDGER_TABLE="t", QBO_BASE_URL=BASE, **settings)
+    cfg = Settings.from_env({"LEDGER_TABLE": "t", "QBO_BASE_URL": BASE, **settings})
     return QboClient(REALM, tokens=tokens, pacer=pacer, settings=cfg), tokens, pacer  # type: ignore[arg-type]
 
 
