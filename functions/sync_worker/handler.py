@@ -88,6 +88,10 @@ SHARES = RealmShares()
 # This invocation's events, their outcomes set, written back in batch writes when it ends (list.append is
 # thread-safe).
 MARKS: list[EventItem] = []
+# This invocation's events: where each one's object goes (its realm's queue or not), decided once per record; and
+# the ids of those applied together before the records are processed one by one.
+PARK_IN: dict[str, tuple[str, int] | None] = {}
+APPLIED: set[str] = set()
 ALONE_HAND_BACK = 500  # the stream's BatchSize
 
 
@@ -97,10 +101,10 @@ def process(record: DynamoDBRecord) -> None:
         tenant_id = image["tenant_id"]["S"]
         realm = service().realm_of(tenant_id)
         if image["rtype"]["S"] == "event":
-            # The object the event makes dirty counts against the realm's share too: over it, it joins the queue
-            # in the event's own write instead of coming back as a record only to be parked.
-            park_in = None if SHARES.admit(realm) else (realm, get_settings().sync_park_ttl_s)
-            service().apply_event(EventItem.from_raw_data(image), park_in=park_in, marks=MARKS)
+            event_id = image["event_id"]["S"]
+            if event_id not in APPLIED:
+                park_in = PARK_IN[event_id] if event_id in PARK_IN else _park_in(realm)
+                service().apply_event(EventItem.from_raw_data(image), park_in=park_in, marks=MARKS)
             return
         object_key = image["object_key"]["S"]
         if not SHARES.admit(realm):
@@ -109,6 +113,29 @@ def process(record: DynamoDBRecord) -> None:
             return
         # An object that waited on this one comes next in this thread, within the realm's share.
         service().reconcile(tenant_id, object_key, follow=lambda: SHARES.admit(realm))
+
+
+def _park_in(realm: str) -> tuple[str, int] | None:
+    """The object an event makes dirty counts against the realm's share too: over it, it joins the queue in the
+    event's own write instead of coming back as a record only to be parked."""
+    return None if SHARES.admit(realm) else (realm, get_settings().sync_park_ttl_s)
+
+
+def apply_together(event: dict[str, Any]) -> None:
+    """Apply the batch's events in transactions before its records are processed (``SyncService.apply_events``).
+    Any failure here leaves the events to their records, which apply them one at a time."""
+    batch = []
+    for record in event.get("Records") or []:
+        image = record.get("dynamodb", {}).get("NewImage", {})
+        if image.get("rtype", {}).get("S") == "event":
+            item = EventItem.from_raw_data(image)
+            PARK_IN[item.event_id] = _park_in(service().realm_of(item.tenant_id))
+            batch.append((item, PARK_IN[item.event_id]))
+    try:
+        service().apply_events(batch, MARKS, APPLIED, pool().map)
+    except Exception:
+        logger().exception("applying the batch's events together failed; each record applies its own")
+        count("SyncApplyTogetherFailed")
 
 
 def hand_back() -> None:
@@ -138,10 +165,13 @@ async def record_handler(record: DynamoDBRecord) -> None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     SHARES.begin(_realms(event))
     MARKS.clear()
+    PARK_IN.clear()
+    APPLIED.clear()
     try:
+        apply_together(event)
         return async_process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
     finally:
         hand_back()
-        save_all(EventItem, MARKS)
+        save_all(EventItem, MARKS, pool().map)

@@ -23,7 +23,7 @@ tests/unit/test_template.py, which check that these models match the table defin
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from pynamodb.attributes import (
@@ -246,6 +246,8 @@ _bind_lock = threading.Lock()
 
 
 L = TypeVar("L", bound="LedgerItem")
+# How a batch of calls is run: the builtin ``map`` one after the other, a thread pool's ``map`` side by side.
+Mapper = Callable[..., Iterable[Any]]
 
 
 def whole(hits: Iterable[L], *, chunk: int = 100) -> Iterator[L]:
@@ -270,12 +272,21 @@ def read_keys(model: type[L], keys: Iterable[tuple[str, str]]) -> list[L]:
     return [found[k] for k in wanted if k in found]
 
 
-def save_all(model: type[L], items: Iterable[L]) -> None:
-    """Write items whole in batch writes (pynamodb sends 25 a call). Stream images written back with their
-    ``outcome`` are a MODIFY, which the INSERT-only stream filters of events and notices ignore."""
-    with model.batch_write() as batch:
-        for item in items:
-            batch.save(item)
+BATCH_WRITE_MAX = 25  # items in one BatchWriteItem (DynamoDB's limit)
+
+
+def save_all(model: type[L], items: Iterable[L], map_: Mapper = map) -> None:
+    """Write items whole in batch writes of 25. Stream images written back with their ``outcome`` are a MODIFY,
+    which the INSERT-only stream filters of events and notices ignore. ``map_``: how the calls are run (a thread
+    pool's ``map`` sends them side by side)."""
+    rows = list(items)
+
+    def write(chunk: list[L]) -> None:
+        with model.batch_write() as batch:
+            for item in chunk:
+                batch.save(item)
+
+    list(map_(write, [rows[i : i + BATCH_WRITE_MAX] for i in range(0, len(rows), BATCH_WRITE_MAX)]))
 
 
 def bind_table() -> None:

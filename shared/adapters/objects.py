@@ -11,14 +11,18 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.connection import Connection
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
+from pynamodb.transactions import TransactWrite
 
 from shared.adapters.dynamo import EventItem, ObjectItem, bind_table, read_keys, whole
+from shared.config import get_settings
 
 ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
 LEASED = "LEASED"  # gsi1 partition of objects under a worker's lease (finish() moves them back out)
@@ -50,6 +54,20 @@ def conditional_failed(exc: Exception) -> bool:
     return cause == "ConditionalCheckFailedException"
 
 
+TRANSACT_MAX = 100  # items in one TransactWriteItems (DynamoDB's limit)
+
+
+@dataclass(frozen=True)
+class Apply:
+    """An event to apply to its object's desired state; ``park`` (realm, TTL): the object joins the realm's queue
+    in the same write."""
+
+    event: EventItem
+    lifecycle: str
+    kind: str
+    park: tuple[str, int] | None = None
+
+
 class LeaseLost(Exception):
     """Another worker took the object (our lease expired); drop the work, it will be redone."""
 
@@ -68,6 +86,7 @@ class ObjectRepository:
         self.owner = uuid.uuid4().hex[:12]
         # Private copies of a leased object handed to concurrent slot writers → (the object, its write lock).
         self._shared: dict[int, tuple[ObjectItem, threading.Lock]] = {}
+        self._tx_connection: Connection | None = None
 
     # ---------------------------------------------------------------- events -> desired state
     def apply_event(self, event: EventItem, lifecycle: str, kind: str) -> bool:
@@ -85,6 +104,38 @@ class ObjectRepository:
             event.tenant_id, event.object_key, realm_id, ttl_s
         )
         return _update_if(item, actions, _newer(event) & ObjectItem.lease_until.does_not_exist())
+
+    def apply_together(self, applies: Sequence[Apply]) -> list[str | None]:
+        """Several events, each to a different object, in one ``TransactWriteItems``: one call instead of one per
+        event (about a twentieth of the client CPU per event, which is most of an event's cost). Each event keeps
+        its own condition (newer than the object's version; for a parked apply, no lease on the object).
+
+        Returns, per event, None if it was written, else why not: ``ConditionalCheckFailed`` (its own condition),
+        ``TransactionConflict``, or ``Cancelled`` (fine, but the transaction was cancelled by another item). All or
+        nothing: either every event is written or none is."""
+        if len(applies) > TRANSACT_MAX:
+            raise ValueError(f"at most {TRANSACT_MAX} events in one transaction")
+        try:
+            with TransactWrite(connection=self._connection()) as tx:
+                for a in applies:
+                    item = ObjectItem(object_pk(a.event.tenant_id, a.event.object_key), "OBJ")
+                    actions = _desired_actions(a.event, a.lifecycle, a.kind)
+                    condition = _newer(a.event)
+                    if a.park is not None:
+                        actions += _park_actions(a.event.tenant_id, a.event.object_key, *a.park)
+                        condition &= ObjectItem.lease_until.does_not_exist()
+                    tx.update(item, actions=actions, condition=condition)
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons
+            if not reasons:
+                raise
+            return [(r.code if r is not None and r.code != "None" else "Cancelled") for r in reasons]
+        return [None] * len(applies)
+
+    def _connection(self) -> Connection:
+        if self._tx_connection is None:
+            self._tx_connection = Connection(region=get_settings().aws_region)
+        return self._tx_connection
 
     def mark_event_outcome(self, event: EventItem, outcome: str) -> None:
         event.update(actions=[EventItem.outcome.set(outcome)])

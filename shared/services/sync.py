@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,8 +29,8 @@ from typing import Any
 
 from shared.adapters import qbo_links
 from shared.adapters.dlq import DeadLetters
-from shared.adapters.dynamo import ConnectionItem, EventItem, ObjectItem, TenantItem, bind_table
-from shared.adapters.objects import LeaseLost, ObjectRepository, slot_intents
+from shared.adapters.dynamo import ConnectionItem, EventItem, Mapper, ObjectItem, TenantItem, bind_table
+from shared.adapters.objects import TRANSACT_MAX, Apply, LeaseLost, ObjectRepository, slot_intents
 from shared.adapters.qbo.coalesce import Workers
 from shared.adapters.qbo.faults import QboFault, QboNotFound, QboStale
 from shared.adapters.qbo.types import QboApi
@@ -60,6 +60,7 @@ from shared.services.outcome import Outcome
 MAX_ATTEMPTS = 8
 CONNECTION_TTL_S = 5.0
 MAX_SLOT_WRITERS = 30  # a batch call's worth of one object's documents written at once
+TRANSACT_MIN = 10  # objects from which a batch's events are applied in transactions (apply_events)
 ClientFactory = Callable[[str], QboApi]
 Follow = Callable[[], bool]  # may this worker take one more object of the realm now?
 Lookup = tuple[str, str | None] | str
@@ -135,17 +136,71 @@ class SyncService:
         kind = event.object_key.split(":", 1)[0]
         lifecycle = lifecycle_for(etype)
         parked = park_in is not None and self.objects.apply_event_parked(event, lifecycle, kind, *park_in)
+        applied = parked or self.objects.apply_event(event, lifecycle, kind)
+        self._record(event, "applied" if applied else "stale", marks, parked=parked)
+        return applied
+
+    def apply_events(
+        self,
+        batch: Sequence[tuple[EventItem, tuple[str, int] | None]],
+        marks: list[EventItem],
+        done: set[str],
+        map_: Mapper = map,
+    ) -> None:
+        """Apply many events at once: the newest event of each object goes in transactions of up to 100 objects
+        (``ObjectRepository.apply_together``) instead of one conditional write each. Below ``TRANSACT_MIN``
+        objects nothing is done (a transactional write costs twice the write units of a plain one; a few events
+        save little).
+
+        Each entry is an event and its ``park_in`` (see ``apply_event``); outcomes go to ``marks``. An event older
+        than one applied here to the same object is stale without a write. The ids of the events done are added to
+        ``done`` as they are (also when a later transaction raises); the caller applies the others one at a time
+        with ``apply_event`` (an event whose own condition failed: stale, or a parked apply to a leased object; or
+        a transaction that failed twice). ``map_`` runs the transactions (a thread pool's sends them side by
+        side: each touches its own objects)."""
+        newest: dict[tuple[str, str], tuple[EventItem, tuple[str, int] | None]] = {}
+        for event, park_in in batch:
+            key = (event.tenant_id, event.object_key)
+            if key not in newest or int(event.version) > int(newest[key][0].version):
+                newest[key] = (event, park_in)
+        if len(newest) < TRANSACT_MIN:
+            return
+        todo = [
+            Apply(event, lifecycle_for(EventType(event.type)), event.object_key.split(":", 1)[0], park_in)
+            for event, park_in in newest.values()
+        ]
+
+        def transact(chunk: list[Apply]) -> None:
+            for _attempt in range(2):  # once more without the events the first attempt refused
+                refused = self.objects.apply_together(chunk)
+                if not any(refused):
+                    for a in chunk:
+                        self._record(a.event, "applied", marks, parked=a.park is not None)
+                        done.add(a.event.event_id)
+                    return
+                chunk = [a for a, why in zip(chunk, refused, strict=True) if why == "Cancelled"]
+                count("SyncApplyRefused", len(refused) - len(chunk))
+                if not chunk:
+                    return
+
+        list(map_(transact, [todo[i : i + TRANSACT_MAX] for i in range(0, len(todo), TRANSACT_MAX)]))
+        applied = {(e.tenant_id, e.object_key): int(e.version) for e in (n[0] for n in newest.values())}
+        for event, _park in batch:
+            key = (event.tenant_id, event.object_key)
+            if event.event_id not in done and newest[key][0].event_id in done and int(event.version) < applied[key]:
+                self._record(event, "stale", marks)
+                done.add(event.event_id)
+
+    def _record(self, event: EventItem, outcome: str, marks: list[EventItem] | None, *, parked: bool = False) -> None:
+        """The event's outcome: added to ``marks`` for the caller to write back in batch, or written now."""
         if parked:
             count("SyncParked")
-        applied = parked or self.objects.apply_event(event, lifecycle, kind)
-        outcome = "applied" if applied else "stale"
         if marks is None:
             self.objects.mark_event_outcome(event, outcome)
         else:
             event.outcome = outcome
             marks.append(event)
-        count("EventApplied" if applied else "EventStale")
-        return applied
+        count("EventApplied" if outcome == "applied" else "EventStale")
 
     def realm_of(self, tenant_id: str) -> str:
         """The QuickBooks company a tenant's writes go to (its own id while it has none): the unit of pacing."""
