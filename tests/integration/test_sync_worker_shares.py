@@ -179,3 +179,23 @@ def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same
     again = _state("flooded", n)
     assert again.desired_version == 2 and again.lease_owner is None  # handed back by this invocation
     assert again.dirty and again.gsi2pk is None
+
+
+def test_realms_with_fewer_records_are_started_first(handler: Any) -> None:
+    """The pool starts records in the order given: a flooded realm's records, paced by QBO, must not take the
+    threads ahead of the other realms' records. Each realm keeps its records in stream order."""
+    _tenant("flooded", "realm-1")
+    _tenant("quiet", "realm-2")
+    _tenant("calm", "realm-3")
+    items = [*[_dirty("flooded", n) for n in range(3)], _dirty("quiet", 0), _dirty("calm", 0), _dirty("flooded", 3)]
+    items.insert(4, _dirty("quiet", 1))
+    ordered = handler.fair_order(_records(items)["Records"])
+    keys = [
+        (r["dynamodb"]["NewImage"]["tenant_id"]["S"], r["dynamodb"]["NewImage"]["object_key"]["S"]) for r in ordered
+    ]
+    assert keys == [
+        ("calm", "appointment:a0"),
+        ("quiet", "appointment:a0"),
+        ("quiet", "appointment:a1"),
+        *[("flooded", f"appointment:a{n}") for n in range(4)],
+    ]
