@@ -329,3 +329,23 @@ def tenant_row(
         **index,
         **fields,
     ).save()
+
+
+def event_row(tenant_id: str, n: int, version: int = 1, *, event_type: str = "appointment.completed") -> Any:
+    """A stored appointment event for object ``appointment:a{n}`` (id ``e{n}-{version}``), not yet saved."""
+    from shared.adapters.dynamo import EventItem
+
+    return EventItem(
+        f"EVT#{tenant_id}#e{n}-{version}",
+        "EVT",
+        rtype="event",
+        tenant_id=tenant_id,
+        event_id=f"e{n}-{version}",
+        type=event_type,
+        object_key=f"appointment:a{n}",
+        version=version,
+        occurred_at="2026-11-01T00:00:00+00:00",
+        received_at="2026-11-01T00:00:00+00:00",
+        body_sha256="0" * 64,
+        data={"appointment_id": f"a{n}", "v": version},
+    )

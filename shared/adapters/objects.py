@@ -55,6 +55,8 @@ def conditional_failed(exc: Exception) -> bool:
 
 
 TRANSACT_MAX = 100  # items in one TransactWriteItems (DynamoDB's limit)
+# An object that may join its realm's queue: there, dirty, and under no lease (no worker, not parked already).
+_PARKABLE = ObjectItem.pk.exists() & (ObjectItem.dirty == True) & ObjectItem.lease_until.does_not_exist()  # noqa: E712
 
 
 @dataclass(frozen=True)
@@ -109,28 +111,39 @@ class ObjectRepository:
         """Several events, each to a different object, in one ``TransactWriteItems``: one call instead of one per
         event (about a twentieth of the client CPU per event, which is most of an event's cost). Each event keeps
         its own condition (newer than the object's version; for a parked apply, no lease on the object).
+        Returns what ``_transact`` does."""
+        updates = []
+        for a in applies:
+            actions = _desired_actions(a.event, a.lifecycle, a.kind)
+            condition = _newer(a.event)
+            if a.park is not None:
+                actions += _park_actions(a.event.tenant_id, a.event.object_key, *a.park)
+                condition &= ObjectItem.lease_until.does_not_exist()
+            updates.append((a.event.tenant_id, a.event.object_key, actions, condition))
+        return self._transact(updates)
 
-        Returns, per event, None if it was written, else why not: ``ConditionalCheckFailed`` (its own condition),
-        ``TransactionConflict``, or ``Cancelled`` (fine, but the transaction was cancelled by another item). All or
-        nothing: either every event is written or none is."""
-        if len(applies) > TRANSACT_MAX:
-            raise ValueError(f"at most {TRANSACT_MAX} events in one transaction")
+    def park_together(self, keys: Sequence[tuple[str, str]], realm_id: str, ttl_s: int) -> list[str | None]:
+        """``park`` for several objects (tenant id, object key) in one ``TransactWriteItems``, each with park's
+        condition. Returns what ``_transact`` does."""
+        return self._transact([(t, k, _park_actions(t, k, realm_id, ttl_s), _PARKABLE) for t, k in keys])
+
+    def _transact(self, updates: Sequence[tuple[str, str, list[Action], Any]]) -> list[str | None]:
+        """Conditional updates of different objects (tenant id, object key, actions, condition) in one
+        ``TransactWriteItems``. All or nothing: returns, per update, None if it was written, else why not:
+        ``ConditionalCheckFailed`` (its own condition), ``TransactionConflict``, or ``Cancelled`` (fine, but the
+        transaction was cancelled by another update)."""
+        if len(updates) > TRANSACT_MAX:
+            raise ValueError(f"at most {TRANSACT_MAX} updates in one transaction")
         try:
             with TransactWrite(connection=self._connection()) as tx:
-                for a in applies:
-                    item = ObjectItem(object_pk(a.event.tenant_id, a.event.object_key), "OBJ")
-                    actions = _desired_actions(a.event, a.lifecycle, a.kind)
-                    condition = _newer(a.event)
-                    if a.park is not None:
-                        actions += _park_actions(a.event.tenant_id, a.event.object_key, *a.park)
-                        condition &= ObjectItem.lease_until.does_not_exist()
-                    tx.update(item, actions=actions, condition=condition)
+                for tenant_id, object_key, actions, condition in updates:
+                    tx.update(ObjectItem(object_pk(tenant_id, object_key), "OBJ"), actions=actions, condition=condition)
         except TransactWriteError as exc:
             reasons = exc.cancellation_reasons
             if not reasons:
                 raise
-            return [(r.code if r is not None and r.code != "None" else "Cancelled") for r in reasons]
-        return [None] * len(applies)
+            return [(r.code if r is not None else "Cancelled") for r in reasons]
+        return [None] * len(updates)
 
     def _connection(self) -> Connection:
         if self._tx_connection is None:
@@ -335,8 +348,7 @@ class ObjectRepository:
         it back to the stream, and if nothing does within ``ttl_s`` the retry sweep takes it back like any expired
         lease. False if it is gone, clean, or under a lease (a worker is on it)."""
         item = ObjectItem(object_pk(tenant_id, object_key), "OBJ")
-        condition = ObjectItem.pk.exists() & (ObjectItem.dirty == True) & ObjectItem.lease_until.does_not_exist()  # noqa: E712
-        return _update_if(item, _park_actions(tenant_id, object_key, realm_id, ttl_s), condition)
+        return _update_if(item, _park_actions(tenant_id, object_key, realm_id, ttl_s), _PARKABLE)
 
     @staticmethod
     def unpark(realm_id: str, n: int) -> int:

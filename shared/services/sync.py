@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.adapters import qbo_links
 from shared.adapters.dlq import DeadLetters
@@ -60,6 +60,7 @@ from shared.services.outcome import Outcome
 MAX_ATTEMPTS = 8
 CONNECTION_TTL_S = 5.0
 MAX_SLOT_WRITERS = 30  # a batch call's worth of one object's documents written at once
+T = TypeVar("T")
 TRANSACT_MIN = 10  # objects from which a batch's events are applied in transactions (apply_events)
 ClientFactory = Callable[[str], QboApi]
 Follow = Callable[[], bool]  # may this worker take one more object of the realm now?
@@ -85,6 +86,28 @@ class Ctx:
     forbidden: list[str] = field(default_factory=list)
     # Ledger objects read by this reconcile (patients, visits money goes to): read once, or prefetched in batches.
     read: dict[str, ObjectItem | None] = field(default_factory=dict)
+
+
+def _together(
+    items: list[T], write: Callable[[list[T]], list[str | None]], written: Callable[[T], None], map_: Mapper
+) -> None:
+    """``write`` the items in transactions of up to 100 (``map_`` runs them; each touches its own objects),
+    ``written`` called for each item written. A transaction one item refused is tried once more without the items
+    that refused it; those, and the items of a transaction refused twice, are left to the caller."""
+
+    def run(chunk: list[T]) -> None:
+        for _attempt in range(2):
+            refused = write(chunk)
+            if not any(refused):
+                for item in chunk:
+                    written(item)
+                return
+            chunk = [item for item, why in zip(chunk, refused, strict=True) if why == "Cancelled"]
+            count("SyncTogetherRefused", len(refused) - len(chunk))
+            if not chunk:
+                return
+
+    list(map_(run, [items[i : i + TRANSACT_MAX] for i in range(0, len(items), TRANSACT_MAX)]))
 
 
 class SyncService:
@@ -170,26 +193,32 @@ class SyncService:
             for event, park_in in newest.values()
         ]
 
-        def transact(chunk: list[Apply]) -> None:
-            for _attempt in range(2):  # once more without the events the first attempt refused
-                refused = self.objects.apply_together(chunk)
-                if not any(refused):
-                    for a in chunk:
-                        self._record(a.event, "applied", marks, parked=a.park is not None)
-                        done.add(a.event.event_id)
-                    return
-                chunk = [a for a, why in zip(chunk, refused, strict=True) if why == "Cancelled"]
-                count("SyncApplyRefused", len(refused) - len(chunk))
-                if not chunk:
-                    return
+        def written(a: Apply) -> None:
+            self._record(a.event, "applied", marks, parked=a.park is not None)
+            done.add(a.event.event_id)
 
-        list(map_(transact, [todo[i : i + TRANSACT_MAX] for i in range(0, len(todo), TRANSACT_MAX)]))
+        _together(todo, self.objects.apply_together, written, map_)
         applied = {(e.tenant_id, e.object_key): int(e.version) for e in (n[0] for n in newest.values())}
         for event, _park in batch:
             key = (event.tenant_id, event.object_key)
             if event.event_id not in done and newest[key][0].event_id in done and int(event.version) < applied[key]:
                 self._record(event, "stale", marks)
                 done.add(event.event_id)
+
+    def park_many(
+        self, keys: Sequence[tuple[str, str]], realm_id: str, ttl_s: int, map_: Mapper = map
+    ) -> set[tuple[str, str]]:
+        """Park objects (tenant id, object key) in their realm's queue in transactions of up to 100
+        (``ObjectRepository.park_together``), not one conditional write each. Returns the keys parked; the others
+        (gone, clean, leased, or in a transaction that failed twice) are left to their records."""
+        parked: set[tuple[str, str]] = set()
+
+        def written(key: tuple[str, str]) -> None:
+            parked.add(key)
+            count("SyncParked")
+
+        _together(list(keys), lambda chunk: self.objects.park_together(chunk, realm_id, ttl_s), written, map_)
+        return parked
 
     def _record(self, event: EventItem, outcome: str, marks: list[EventItem] | None, *, parked: bool = False) -> None:
         """The event's outcome: added to ``marks`` for the caller to write back in batch, or written now."""

@@ -10,25 +10,15 @@ import pytest
 from shared.adapters.dynamo import EventItem, ObjectItem
 from shared.adapters.objects import Apply, ObjectRepository, object_pk
 from shared.services.sync import TRANSACT_MIN, SyncService
+from tests.builders import event_row
 
 pytestmark = pytest.mark.integration
 
 
-def _event(n: int, version: int = 1, *, tenant: str = "t1") -> EventItem:
-    return EventItem(
-        f"EVT#{tenant}#e{n}-{version}",
-        "EVT",
-        rtype="event",
-        tenant_id=tenant,
-        event_id=f"e{n}-{version}",
-        type="appointment.completed" if version > 1 else "appointment.booked",
-        object_key=f"appointment:a{n}",
-        version=version,
-        occurred_at="2026-11-01T00:00:00+00:00",
-        received_at="2026-11-01T00:00:00+00:00",
-        body_sha256="0" * 64,
-        data={"appointment_id": f"a{n}", "v": version},
-    )
+def _event(n: int, version: int = 1) -> EventItem:
+    kind = "appointment.completed" if version > 1 else "appointment.booked"
+    item: EventItem = event_row("t1", n, version, event_type=kind)
+    return item
 
 
 def _object(n: int, *, tenant: str = "t1") -> ObjectItem | None:

@@ -13,7 +13,7 @@ import pytest
 from shared.adapters.dynamo import EventItem, ObjectItem
 from shared.adapters.objects import object_pk
 from shared.config import reset_settings_cache
-from tests.builders import lambda_context, tenant_row
+from tests.builders import event_row, lambda_context, tenant_row
 
 pytestmark = pytest.mark.integration
 
@@ -69,33 +69,51 @@ def _state(tenant_id: str, n: int) -> ObjectItem:
     return ObjectItem.get(object_pk(tenant_id, f"appointment:a{n}"), "OBJ")
 
 
-def test_a_flooded_realm_takes_its_share_and_the_rest_waits_in_its_queue(handler: Any) -> None:
+# Past the share, 3 objects are parked one write each; 12 (SyncService's TRANSACT_MIN or more) in transactions.
+@pytest.mark.parametrize("flood", [5, 14])
+def test_a_flooded_realm_takes_its_share_and_the_rest_waits_in_its_queue(
+    handler: Any, flood: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.adapters.objects import ObjectRepository
+
+    together: list[int] = []
+    park_together = ObjectRepository.park_together
+
+    def counted(self: ObjectRepository, keys: Any, *args: Any) -> list[str | None]:
+        together.append(len(keys))
+        return park_together(self, keys, *args)
+
+    monkeypatch.setattr(ObjectRepository, "park_together", counted)
     _tenant("flooded", "realm-1")
     _tenant("quiet", "realm-2")
-    flood = [_dirty("flooded", n) for n in range(5)]
+    items = [_dirty("flooded", n) for n in range(flood)]
     quiet = [_dirty("quiet", n) for n in range(2)]
 
-    assert handler.lambda_handler(_records(flood + quiet), lambda_context()) == {"batchItemFailures": []}
-    after = [_state("flooded", n) for n in range(5)]
-    assert sorted(o.status for o in after) == ["pending"] * 3 + ["skipped"] * 2
+    assert handler.lambda_handler(_records(items + quiet), lambda_context()) == {"batchItemFailures": []}
+    after = [_state("flooded", n) for n in range(flood)]
+    assert sorted(o.status for o in after) == ["pending"] * (flood - 2) + ["skipped"] * 2
+    assert [o.status for o in after[:2]] == ["skipped"] * 2  # its share: the oldest records
     assert [(o.status, o.dirty) for o in (_state("quiet", n) for n in range(2))] == [("skipped", False)] * 2
-    # Of the three left, the invocation handed the oldest two back to the stream (dirty, no lease: the filter
-    # delivers them); the third is still parked, leased to the queue, so the stream does not deliver it.
+    # Of those left, the invocation handed the oldest two back to the stream (dirty, no lease: the filter delivers
+    # them); the others are still parked, leased to the queue, so the stream does not deliver them.
     left = [o for o in after if o.status == "pending"]
     assert all(o.dirty for o in left)
     handed_back = [o for o in left if o.lease_until is None]
     parked = [o for o in left if o.lease_until is not None]
-    assert len(handed_back) == 2 and len(parked) == 1
-    assert parked[0].lease_owner == "parked" and parked[0].gsi2pk == "PARK#realm-1"
+    assert len(handed_back) == 2 and len(parked) == flood - 4
+    assert all(o.lease_owner == "parked" and o.gsi2pk == "PARK#realm-1" for o in parked)
     assert all(o.gsi2pk is None and o.gsi1pk == "STATUS#pending" for o in handed_back)  # listed as before
+    assert together == ([] if flood == 5 else [flood - 2])
 
-    # The handed-back records come round in the next invocation, which takes its share and hands back the last.
+    # The handed-back records come round in the next invocation, which takes its share and hands back two more.
     handler.lambda_handler(_records(handed_back), lambda_context())
-    assert sorted(_state("flooded", n).status for n in range(5)) == ["pending"] + ["skipped"] * 4
-    last = _state("flooded", int(parked[0].object_key.rsplit("a", 1)[1]))
-    assert last.dirty and last.lease_until is None and last.gsi2pk is None
-    handler.lambda_handler(_records([last]), lambda_context())
-    assert sorted(_state("flooded", n).status for n in range(5)) == ["skipped"] * 5
+    assert sorted(_state("flooded", n).status for n in range(flood)) == ["pending"] * (flood - 4) + ["skipped"] * 4
+    for _ in range(flood):  # each invocation: the records handed back last time
+        back = [o for o in (_state("flooded", n) for n in range(flood)) if o.dirty and o.lease_until is None]
+        if not back:
+            break
+        handler.lambda_handler(_records(back), lambda_context())
+    assert sorted(_state("flooded", n).status for n in range(flood)) == ["skipped"] * flood
 
 
 def test_a_realm_alone_takes_all_its_objects_and_its_queue_comes_back_whole(handler: Any) -> None:
@@ -131,20 +149,7 @@ def test_a_parked_object_the_queue_forgot_is_taken_back_by_the_retry_sweep(moto_
 
 
 def _event(tenant_id: str, n: int, version: int = 1) -> EventItem:
-    item = EventItem(
-        f"EVT#{tenant_id}#e{n}-{version}",
-        "EVT",
-        rtype="event",
-        tenant_id=tenant_id,
-        event_id=f"e{n}-{version}",
-        type="appointment.completed",
-        object_key=f"appointment:a{n}",
-        version=version,
-        occurred_at="2026-11-01T00:00:00+00:00",
-        received_at="2026-11-01T00:00:00+00:00",
-        body_sha256="0" * 64,
-        data={"appointment_id": f"a{n}", "v": version},
-    )
+    item: EventItem = event_row(tenant_id, n, version)
     item.save()
     return item
 
@@ -199,3 +204,19 @@ def test_realms_with_fewer_records_are_started_first(handler: Any) -> None:
         ("quiet", "appointment:a1"),
         *[("flooded", f"appointment:a{n}") for n in range(4)],
     ]
+
+
+def test_when_applying_together_fails_each_record_applies_its_own_event(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.services.sync import SyncService
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("DynamoDB hiccup")
+
+    monkeypatch.setattr(SyncService, "apply_events", broken)
+    _tenant("solo", "realm-1")
+    events = [_event("solo", n) for n in range(12)]
+    assert handler.lambda_handler(_records(events), lambda_context()) == {"batchItemFailures": []}
+    assert all(_state("solo", n).desired_version == 1 for n in range(12))
+    assert [EventItem.get(f"EVT#solo#e{n}-1", "EVT").outcome for n in range(12)] == ["applied"] * 12
