@@ -67,12 +67,14 @@ class RealmShares:
         self._lock = threading.Lock()
         self._taken: Counter[str] = Counter()
         self._seen: dict[str, float] = {}
+        self._fed: Counter[str] = Counter()
 
     def begin(self, realms: set[str]) -> None:
         """A new invocation with records of ``realms``."""
         now = time.monotonic()
         with self._lock:
             self._taken.clear()
+            self._fed.clear()
             self._seen.update(dict.fromkeys(realms, now))
 
     def contended(self, realm: str) -> bool:
@@ -85,6 +87,16 @@ class RealmShares:
             self._taken[realm] += 1
             taken = self._taken[realm]
         return taken <= get_settings().sync_realm_share or not self.contended(realm)
+
+    def feed(self, realm: str) -> None:
+        """This invocation made one of the realm's objects dirty for the stream to deliver (an event applied within
+        its share): one record of the realm's to come, which the queue's hand-back need not add."""
+        with self._lock:
+            self._fed[realm] += 1
+
+    def fed(self, realm: str) -> int:
+        with self._lock:
+            return self._fed[realm]
 
     def realms(self) -> list[str]:
         with self._lock:
@@ -129,7 +141,10 @@ def process(record: DynamoDBRecord) -> None:
 def _park_in(realm: str) -> tuple[str, int] | None:
     """The object an event makes dirty counts against the realm's share too: over it, it joins the queue in the
     event's own write instead of coming back as a record only to be parked."""
-    return None if SHARES.admit(realm) else (realm, get_settings().sync_park_ttl_s)
+    if SHARES.admit(realm):
+        SHARES.feed(realm)
+        return None
+    return (realm, get_settings().sync_park_ttl_s)
 
 
 def prepare(records: list[dict[str, Any]]) -> None:
@@ -161,10 +176,16 @@ def prepare(records: list[dict[str, Any]]) -> None:
 
 def hand_back() -> None:
     """Each realm with records in this invocation hands its next parked objects back to the stream: a share while
-    it is contended, a batch's worth once it is alone again."""
+    it is contended, a batch's worth once it is alone again, less the objects this invocation already sent to the
+    stream for it (events applied within its share). A flood's event records therefore feed the stream a share per
+    invocation, not a share of new objects plus a share from the queue, which would lengthen the run of its
+    records ahead of the other realms' faster than invocations take them."""
     share = get_settings().sync_realm_share
     for realm in SHARES.realms():
-        released = ObjectRepository.unpark(realm, share if SHARES.contended(realm) else max(share, ALONE_HAND_BACK))
+        n = (share if SHARES.contended(realm) else max(share, ALONE_HAND_BACK)) - SHARES.fed(realm)
+        if n <= 0:
+            continue
+        released = ObjectRepository.unpark(realm, n)
         if released:
             count("SyncUnparked", released)
 
