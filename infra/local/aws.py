@@ -42,6 +42,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (Linux ``/proc``; None elsewhere)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+        inodes = set()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    cols = line.split()
+                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                        return True
+    except OSError:
+        return None
+    return False
+
+
 def client(service: str, endpoint: str, region: str) -> Any:
     return boto3.session.Session().client(
         service,
@@ -156,6 +177,10 @@ class DynamoDBLocal:
                 raise RuntimeError(f"DynamoDB Local exited with {self.proc.returncode}: {err[-500:]}")
             try:
                 ddb.list_tables()
+                if _listens(self.proc.pid, int(self.url.rsplit(":", 1)[1])) is False:
+                    # Something else answers on our port (it took the port between free_port() and Java's
+                    # bind): wait for our Java to give up on the port, then the caller launches again.
+                    raise ConnectionError("not our DynamoDB Local")
                 break
             except Exception:
                 if time.monotonic() - self._started > timeout_s:

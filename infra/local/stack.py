@@ -115,7 +115,14 @@ class LocalStack:
         self._moto = MotoServer().start()
         ddb_url = self._moto.url
         if self._ddb is not None:
-            self._ddb.wait_ready(self.region)
+            for attempt in range(3):
+                try:
+                    self._ddb.wait_ready(self.region)
+                    break
+                except RuntimeError:  # it exited: most often, another process took its port before Java bound it
+                    if jar is None or attempt == 2:
+                        raise
+                    self._ddb = DynamoDBLocal(jar).launch()
             ddb_url, self.ddb_backend, self.ddb_startup_s = (
                 self._ddb.url,
                 "dynamodb-local",
