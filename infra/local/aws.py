@@ -301,7 +301,10 @@ def _create_table(ddb: Any, spec: TableSpec) -> dict[str, Any]:
         kwargs["LocalSecondaryIndexes"] = spec.local_indexes
     if spec.stream_view_type:
         kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": spec.stream_view_type}
-    ddb.create_table(**kwargs)
+    # The instance is ours and fresh (DynamoDBLocal.wait_ready), so a table already there is the one our first attempt
+    # created: botocore retries a CreateTable that was slow to answer while the emulator warmed up.
+    with contextlib.suppress(ddb.exceptions.ResourceInUseException):
+        ddb.create_table(**kwargs)
     if spec.ttl_attribute:
         ddb.update_time_to_live(
             TableName=spec.logical_id,
