@@ -167,8 +167,9 @@ def prepare(records: list[dict[str, Any]]) -> None:
         service().apply_events(events, MARKS, APPLIED, pool().map)
         share, ttl = get_settings().sync_realm_share, get_settings().sync_park_ttl_s
         for realm, keys in objects.items():
-            if len(keys) - share >= TRANSACT_MIN and SHARES.contended(realm):
-                PARKED.update(service().park_many(keys[share:], realm, ttl, pool().map))
+            past = list(dict.fromkeys(keys[share:]))  # one update per object in a transaction
+            if len(past) >= TRANSACT_MIN and SHARES.contended(realm):
+                PARKED.update(service().park_many(past, realm, ttl, pool().map))
     except Exception:
         logger().exception("preparing the batch together failed; each record does its own work")
         count("SyncPrepareFailed")
