@@ -56,6 +56,7 @@ class SoakConfig:
     outage_s: float = 60.0
     kill_after_commit: float = 0.01  # worker killed after a QBO commit, before the ledger stored the id
     kill_after_reconcile: float = 0.02  # worker killed after a reconcile returned (stream re-delivers the batch)
+    kill_reconcile_nth: int = 10  # and always at the n-th reconcile that returns, so even a short run has one
     lease_s: int = 120  # = the sync worker's Lambda timeout: how long a killed worker's lease blocks the object
     sweep_every_s: float = 5.0
     phases: int = 8
@@ -99,8 +100,10 @@ class TenantPlan:
 class WorkerKiller:
     """Simulates a Lambda crash: raises out of the in-process sync worker (the stream re-delivers the batch)."""
 
-    def __init__(self, seed: int, after_commit: float, after_reconcile: float) -> None:
+    def __init__(self, seed: int, after_commit: float, after_reconcile: float, reconcile_nth: int = 0) -> None:
         self.rnd = random.Random(seed)
+        self.reconcile_nth = reconcile_nth
+        self.reconciles = 0
         self.after_commit = after_commit
         self.after_reconcile = after_reconcile
         self.lock = threading.Lock()
@@ -114,6 +117,15 @@ class WorkerKiller:
                 return True
         return False
 
+    def kill_reconcile(self) -> bool:
+        """Whether the worker dies after this reconcile: the n-th one for sure, the others at the configured rate."""
+        with self.lock:
+            self.reconciles += 1
+            if self.enabled and self.reconciles == self.reconcile_nth:
+                self.killed["after_reconcile"] += 1
+                return True
+        return self.roll(self.after_reconcile, "after_reconcile")
+
     @contextmanager
     def installed(self, lease_s: int) -> Iterator[WorkerKiller]:
         from shared.adapters.objects import ObjectRepository
@@ -124,7 +136,7 @@ class WorkerKiller:
 
         def reconcile(self: Any, tenant_id: str, object_key: str, **kw: Any) -> Any:
             outcome = orig_reconcile(self, tenant_id, object_key, **kw)
-            if outcome is not None and killer.roll(killer.after_reconcile, "after_reconcile"):
+            if outcome is not None and killer.kill_reconcile():
                 raise RuntimeError("chaos: sync worker killed after the reconcile returned")
             return outcome
 
@@ -170,7 +182,7 @@ def run_soak(cfg: SoakConfig, log: Callable[[str], None] = print) -> dict[str, A
     from infra.local.system import LocalSystem
 
     started = time.monotonic()
-    killer = WorkerKiller(cfg.seed, cfg.kill_after_commit, cfg.kill_after_reconcile)
+    killer = WorkerKiller(cfg.seed, cfg.kill_after_commit, cfg.kill_after_reconcile, cfg.kill_reconcile_nth)
     with (
         LogTap() as tap,
         killer.installed(cfg.lease_s),
