@@ -94,7 +94,7 @@ class ObjectRepository:
     def apply_event(self, event: EventItem, lifecycle: str, kind: str) -> bool:
         """Set the object's desired state from ``event`` if its version is newer. Returns False if stale."""
         item = ObjectItem(object_pk(event.tenant_id, event.object_key), "OBJ")
-        return _update_if(item, _desired_actions(event, lifecycle, kind), _newer(event))
+        return _update_if(item, *_applied(Apply(event, lifecycle, kind)))
 
     @staticmethod
     def apply_event_parked(event: EventItem, lifecycle: str, kind: str, realm_id: str, ttl_s: int) -> bool:
@@ -102,25 +102,14 @@ class ObjectRepository:
         delivered for it). False, having written nothing, if the event is stale or the object is under a lease
         (a worker, or the queue, has it): ``apply_event`` then does the rest."""
         item = ObjectItem(object_pk(event.tenant_id, event.object_key), "OBJ")
-        actions = _desired_actions(event, lifecycle, kind) + _park_actions(
-            event.tenant_id, event.object_key, realm_id, ttl_s
-        )
-        return _update_if(item, actions, _newer(event) & ObjectItem.lease_until.does_not_exist())
+        return _update_if(item, *_applied(Apply(event, lifecycle, kind, (realm_id, ttl_s))))
 
     def apply_together(self, applies: Sequence[Apply]) -> list[str | None]:
         """Several events, each to a different object, in one ``TransactWriteItems``: one call instead of one per
         event (about a twentieth of the client CPU per event, which is most of an event's cost). Each event keeps
         its own condition (newer than the object's version; for a parked apply, no lease on the object).
         Returns what ``_transact`` does."""
-        updates = []
-        for a in applies:
-            actions = _desired_actions(a.event, a.lifecycle, a.kind)
-            condition = _newer(a.event)
-            if a.park is not None:
-                actions += _park_actions(a.event.tenant_id, a.event.object_key, *a.park)
-                condition &= ObjectItem.lease_until.does_not_exist()
-            updates.append((a.event.tenant_id, a.event.object_key, actions, condition))
-        return self._transact(updates)
+        return self._transact([(a.event.tenant_id, a.event.object_key, *_applied(a)) for a in applies])
 
     def park_together(self, keys: Sequence[tuple[str, str]], realm_id: str, ttl_s: int) -> list[str | None]:
         """``park`` for several objects (tenant id, object key) in one ``TransactWriteItems``, each with park's
@@ -444,6 +433,17 @@ def _update_if(item: ObjectItem, actions: list[Action], condition: Any) -> bool:
 def _woken(reason: str) -> list[Action]:
     """Dirty again, with the reason shown to ops."""
     return [ObjectItem.dirty.set(True), ObjectItem.status_reason.set(reason), ObjectItem.updated_at.set(now_iso())]
+
+
+def _applied(a: Apply) -> tuple[list[Action], Any]:
+    """The write that applies ``a`` and its condition: newer than the object's version; when it also parks the
+    object, no lease on it either."""
+    if a.park is None:
+        return _desired_actions(a.event, a.lifecycle, a.kind), _newer(a.event)
+    actions = _desired_actions(a.event, a.lifecycle, a.kind) + _park_actions(
+        a.event.tenant_id, a.event.object_key, *a.park
+    )
+    return actions, _newer(a.event) & ObjectItem.lease_until.does_not_exist()
 
 
 def _desired_actions(event: EventItem, lifecycle: str, kind: str) -> list[Action]:

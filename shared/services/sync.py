@@ -88,6 +88,11 @@ class Ctx:
     read: dict[str, ObjectItem | None] = field(default_factory=dict)
 
 
+def _apply(event: EventItem, park_in: tuple[str, int] | None) -> Apply:
+    """What applying ``event`` writes: the lifecycle its type leaves the object in, the object's kind."""
+    return Apply(event, lifecycle_for(EventType(event.type)), event.object_key.split(":", 1)[0], park_in)
+
+
 def _together(
     items: list[T], write: Callable[[list[T]], list[str | None]], written: Callable[[T], None], map_: Mapper
 ) -> None:
@@ -155,11 +160,9 @@ class SyncService:
         (``ObjectRepository.apply_event_parked``). ``marks``: the event, its outcome (applied / stale) set, is added
         here for the caller to write back with others (``dynamo.save_all``) instead of the outcome being written
         now."""
-        etype = EventType(event.type)
-        kind = event.object_key.split(":", 1)[0]
-        lifecycle = lifecycle_for(etype)
-        parked = park_in is not None and self.objects.apply_event_parked(event, lifecycle, kind, *park_in)
-        applied = parked or self.objects.apply_event(event, lifecycle, kind)
+        a = _apply(event, park_in)
+        parked = park_in is not None and self.objects.apply_event_parked(event, a.lifecycle, a.kind, *park_in)
+        applied = parked or self.objects.apply_event(event, a.lifecycle, a.kind)
         self._record(event, "applied" if applied else "stale", marks, parked=parked)
         return applied
 
@@ -188,20 +191,16 @@ class SyncService:
                 newest[key] = (event, park_in)
         if len(newest) < TRANSACT_MIN:
             return
-        todo = [
-            Apply(event, lifecycle_for(EventType(event.type)), event.object_key.split(":", 1)[0], park_in)
-            for event, park_in in newest.values()
-        ]
+        todo = [_apply(event, park_in) for event, park_in in newest.values()]
 
         def written(a: Apply) -> None:
             self._record(a.event, "applied", marks, parked=a.park is not None)
             done.add(a.event.event_id)
 
         _together(todo, self.objects.apply_together, written, map_)
-        applied = {(e.tenant_id, e.object_key): int(e.version) for e in (n[0] for n in newest.values())}
         for event, _park in batch:
-            key = (event.tenant_id, event.object_key)
-            if event.event_id not in done and newest[key][0].event_id in done and int(event.version) < applied[key]:
+            applied = newest[(event.tenant_id, event.object_key)][0]
+            if event.event_id not in done and applied.event_id in done and int(event.version) < int(applied.version):
                 self._record(event, "stale", marks)
                 done.add(event.event_id)
 
