@@ -78,10 +78,12 @@ def env(moto_aws: dict[str, str], emulator: EmulatorServer, monkeypatch: pytest.
     _reset_caches()
 
 
-def call(method: str, path: str, query: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
+def call(
+    method: str, path: str, query: dict[str, str] | None = None, body: Any = None, raw: str | None = None
+) -> dict[str, Any]:
     from functions.oauth import handler
 
-    event = b.api_gateway_event(method, path, json.dumps(body) if body is not None else None)
+    event = b.api_gateway_event(method, path, json.dumps(body) if body is not None else raw)
     event["queryStringParameters"] = query
     event["multiValueQueryStringParameters"] = {k: [v] for k, v in (query or {}).items()} if query else None
     return handler.lambda_handler(event, b.lambda_context())
@@ -189,6 +191,37 @@ def test_two_tenants_can_link_to_the_same_company(env: Env) -> None:
 
 def test_connect_for_an_unknown_tenant_is_404(env: Env) -> None:
     assert call("GET", "/oauth/connect", {"tenant": "nobody"})["statusCode"] == 404
+
+
+def test_bad_requests_get_json_errors_naming_the_field_and_change_nothing(env: Env) -> None:
+    from shared.adapters.connections import ConnectionRepository
+
+    realm = "4620816365100010"
+    assert connect(env.tenant, realm)["statusCode"] == 200
+
+    missing = call("GET", "/oauth/connect")
+    not_json = call("POST", "/oauth/disconnect", raw="{not json")
+    a_list = call("POST", "/oauth/disconnect", body=[env.tenant])
+    unknown = call("GET", "/oauth/elsewhere")
+
+    assert (missing["statusCode"], json.loads(missing["body"])["field"]) == (400, "tenant")
+    assert (not_json["statusCode"], json.loads(not_json["body"])["field"]) == (400, "body")
+    assert (a_list["statusCode"], json.loads(a_list["body"])["field"]) == (400, "body")
+    assert unknown["statusCode"] == 404 and json.loads(unknown["body"])["error"] == "NotFound"
+    assert ConnectionRepository().status(realm) == "connected"
+    assert "refresh_token" in (stored_tokens(realm) or {})
+
+
+def test_connect_without_the_intuit_app_keys_is_503_with_the_fix(env: Env) -> None:
+    boto3.client("secretsmanager").put_secret_value(SecretId=APP_SECRET_ID, SecretString="{}")
+    _reset_caches()
+
+    resp = call("GET", "/oauth/connect", {"tenant": env.tenant})
+
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == 503, resp
+    assert body["kind"] == "reconnect" and body["qbo_code"] == "app-not-configured"
+    assert APP_SECRET_ID in body["qbo_detail"]
 
 
 # ------------------------------------------------------------------ state checks

@@ -25,6 +25,7 @@ from shared.adapters.qbo.faults import (
 )
 from shared.adapters.qbo.types import BatchOp
 from shared.config import Settings
+from shared.observability import metrics
 
 BASE = "https://qbo.test"
 REALM = "9130350000000001"
@@ -213,10 +214,14 @@ def test_xml_throttle_body_is_a_throttle_fault(rsps: responses.RequestsMock) -> 
     )
     rsps.get(f"{API}/customer/1", status=429, body=xml, content_type="application/xml")
     client, _, _ = make_client()
+    metrics().clear_metrics()
     with pytest.raises(QboThrottled) as err:
         client.read("Customer", "1")
     assert err.value.code == "3001"
     assert client.stats.throttled == 1
+    # ThrottlingAlarm's metric.
+    assert metrics().metric_set["QboThrottled"]["Value"] == [1.0]
+    metrics().clear_metrics()
 
 
 def test_historic_403_throttle_is_a_throttle_fault(rsps: responses.RequestsMock) -> None:

@@ -89,3 +89,24 @@ def test_every_function_handler_module_exists(template: dict[str, Any]) -> None:
             continue
         module = res["Properties"]["Handler"].rsplit(".", 1)[0]
         assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"{name}: {module} missing"
+
+
+def _alarm_metrics(props: dict[str, Any]) -> list[tuple[str, str]]:
+    """(namespace, metric name) of an alarm: its own metric, or each metric its math reads."""
+    if "MetricName" in props:
+        return [(props["Namespace"], props["MetricName"])]
+    stats = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m]
+    return [(m["Namespace"], m["MetricName"]) for m in stats]
+
+
+def test_every_alarm_on_a_qbsync_metric_watches_one_the_code_emits(template: dict[str, Any]) -> None:
+    """An alarm on a metric nobody emits never fires: each name must be counted somewhere in the code."""
+    import re
+
+    code = "\n".join(p.read_text() for d in ("shared", "functions") for p in (ROOT / d).rglob("*.py"))
+    emitted = set(re.findall(r"""(?:count|log_unhandled)\([^)]*?"([A-Z][A-Za-z]+)\"""", code))
+    alarms = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    watched = {name for props in alarms for ns, name in _alarm_metrics(props) if ns == "qbsync"}
+
+    assert {"SyncFailed", "RequestsFailed", "OAuthRequestsFailed", "OpsRequestsFailed"} <= watched
+    assert watched - emitted == set()

@@ -23,7 +23,7 @@ from urllib3.exceptions import NewConnectionError
 from shared.adapters.qbo.faults import QboPermanent, QboRetryable, QboThrottled, classify
 from shared.adapters.qbo.types import BatchOp, BatchResult, CallStats
 from shared.config import Settings, get_settings
-from shared.observability import logger
+from shared.observability import count, logger
 
 if TYPE_CHECKING:
     from shared.adapters.qbo.pacing import Pacer
@@ -365,6 +365,7 @@ class QboClient:
         fault.uncertain = fault.uncertain and write
         if isinstance(fault, QboThrottled):
             self.stats.throttled += 1
+            count("QboThrottled")  # ThrottlingAlarm: pacing should make this never happen
             if self._on_throttled is not None:
                 self._on_throttled(self.realm_id)
         logger().warning(
