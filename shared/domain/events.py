@@ -38,9 +38,14 @@ PHI_FIELDS: frozenset[str] = frozenset(
 )
 
 
+# A data model's validator is built the first time an event of its kind arrives, not at import: a container
+# starting cold builds the one or two its first request needs instead of all of them (cold start).
+_LAZY = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+
 class _Data(BaseModel):
     # Unknown fields are ignored (platforms add fields over time); they are never stored.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LAZY
 
     # PHI: accepted, never stored. Declared so the schema documents them.
     diagnosis_codes: list[str] | None = Field(default=None, json_schema_extra={"x-phi": True})
@@ -69,7 +74,7 @@ class PatientData(_Data):
 
 
 class ServiceLine(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LAZY
 
     service_code: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9.\-]+$")]
     description: str | None = Field(default=None, max_length=200)
@@ -124,7 +129,7 @@ class InvoiceData(_Data):
 class Allocation(BaseModel):
     """Where money goes: to one appointment or one invoice."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LAZY
 
     appointment_id: Ident | None = None
     invoice_id: Ident | None = None
@@ -168,7 +173,7 @@ class AdjustmentKind(StrEnum):
 
 
 class Adjustment(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _LAZY
 
     kind: AdjustmentKind
     amount: PositiveMoney
@@ -307,6 +312,8 @@ def parse_event(envelope: EventEnvelope) -> Event:
 
 
 class _IdOnly(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     object_id: Ident
 
 
