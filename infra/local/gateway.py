@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Any
 
 from werkzeug.exceptions import ClientDisconnected
@@ -293,5 +292,4 @@ def _to_response(result: Any, payload_version: str) -> Response:
         response.headers.add("Set-Cookie", cookie)
     if "Content-Type" not in response.headers:
         response.headers["Content-Type"] = "application/json"
-    response.headers.setdefault("Date", formatdate(usegmt=True))
     return response

@@ -49,9 +49,12 @@ CONFIG = SchemathesisConfig.from_dict(
 )
 ingest = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.json", config=CONFIG)
 ops = schemathesis.openapi.from_path(ROOT / "docs" / "ops-openapi.json", config=CONFIG)
-# 2 ingest operations x 100 cases (the events route twice), 25 ops operations x 12 cases: ~600 requests.
+quickbooks = schemathesis.openapi.from_path(ROOT / "docs" / "quickbooks-openapi.json", config=CONFIG)
+# 2 ingest operations x 100 cases (the events route twice), 25 ops operations x 12 cases, 4 QuickBooks routes x 25
+# cases: ~700 requests.
 INGEST_FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 OPS_FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+QUICKBOOKS_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 ACCEPTED: set[str] = set()  # event ids a signed case got stored (a later case may reuse the id)
 
 
@@ -119,3 +122,16 @@ def test_signed_event_batches_never_5xx_and_rejections_store_nothing(
 def test_ops_routes_never_5xx(case: schemathesis.Case, system: LocalSystem) -> None:
     headers = {"X-Qbsync-Ops-Key": str(system.urls["ops_key"]), "X-Qbsync-Actor": "fuzzer"}
     _check(case.call(base_url=system.api_url, headers=headers, timeout=30))
+
+
+@quickbooks.parametrize()
+@QUICKBOOKS_FUZZ
+def test_quickbooks_routes_never_5xx(case: schemathesis.Case, system: LocalSystem) -> None:
+    """Generated tenants do not exist and generated states were never issued: connect and disconnect answer JSON
+    4xx, the webhook 401 (no valid signature), and the callback a 400 page that connects nothing."""
+    response = case.call(base_url=system.api_url, timeout=30, allow_redirects=False)
+    if (response.headers.get("content-type") or [""])[0].startswith("text/html"):
+        assert response.status_code == 400, response.text
+    else:
+        _check(response)
+        assert 400 <= response.status_code < 500, response.text
