@@ -167,11 +167,14 @@ def build() -> dict[str, Any]:
     }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
-    }
+def json_content(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A response of ``schema`` as JSON."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error(description: str) -> dict[str, Any]:
+    """An error response: the document's ``Error`` schema (every qbsync error body has ``error`` and ``message``)."""
+    return json_content({"$ref": REF.format(model="Error")}, description)
 
 
 def _post_events() -> dict[str, Any]:
@@ -192,14 +195,14 @@ def _post_events() -> dict[str, Any]:
                 "description": "Stored durably (or already stored with the same body); the sync follows.",
                 "content": {"application/json": {"schema": {"$ref": REF.format(model="Accepted")}}},
             },
-            "400": _error("Malformed JSON or an invalid event; `field` names the first problem."),
-            "401": _error("Missing tenant or signature header, malformed or stale signature, or no match."),
-            "404": _error("Unknown tenant."),
-            "409": _error("An event id was already accepted with a different body."),
-            "413": _error("The body is larger than the limit (256 KiB by default)."),
-            "415": _error("Content-Type is not application/json."),
-            "422": _error("A valid-looking event of an unknown type."),
-            "503": _error("Storage is busy; retry the same request."),
+            "400": error("Malformed JSON or an invalid event; `field` names the first problem."),
+            "401": error("Missing tenant or signature header, malformed or stale signature, or no match."),
+            "404": error("Unknown tenant."),
+            "409": error("An event id was already accepted with a different body."),
+            "413": error("The body is larger than the limit (256 KiB by default)."),
+            "415": error("Content-Type is not application/json."),
+            "422": error("A valid-looking event of an unknown type."),
+            "503": error("Storage is busy; retry the same request."),
         },
     }
 
@@ -221,19 +224,21 @@ def render() -> str:
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_or_check(path: Path, text: str, module: str, argv: list[str] | None = None) -> int:
+    """``python -m <module> [--check]``: write the document, or (``--check``) only say whether it is current."""
     args = sys.argv[1:] if argv is None else argv
+    name = path.relative_to(path.parents[1])
     if "--check" in args:
-        ok = DOC_PATH.exists() and DOC_PATH.read_text() == render()
-        print(
-            "docs/openapi.json is up to date"
-            if ok
-            else "docs/openapi.json is stale: run python -m shared.domain.openapi"
-        )
+        ok = path.exists() and path.read_text() == text
+        print(f"{name} is up to date" if ok else f"{name} is stale: run python -m {module}")
         return 0 if ok else 1
-    DOC_PATH.write_text(render())
-    print(f"wrote {DOC_PATH}")
+    path.write_text(text)
+    print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_or_check(DOC_PATH, render(), "shared.domain.openapi", argv)
 
 
 if __name__ == "__main__":

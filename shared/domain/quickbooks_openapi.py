@@ -9,28 +9,21 @@ project's OpenAPI documents).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from shared.domain.openapi import error as _error
+from shared.domain.openapi import json_content as _json
+from shared.domain.openapi import write_or_check
 from shared.domain.qbo_notices import SIGNATURE_HEADER
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "quickbooks-openapi.json"
-ERROR = "#/components/schemas/Error"
 
 _DESCRIPTION = """The routes QuickBooks Online and a practice's admin use: connecting a QuickBooks company to a
 tenant (OAuth 2.0 authorization-code flow with Intuit), disconnecting it, and Intuit's webhook of changes made in
 QuickBooks. None of them calls QuickBooks on the request path except the OAuth callback (the token exchange and
 one company read) and the disconnect (token revocation). How to register the Intuit app:
 docs/connecting-quickbooks.md."""
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return _json({"$ref": ERROR}, description)
 
 
 def _page(description: str) -> dict[str, Any]:
@@ -239,15 +232,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    name = DOC_PATH.relative_to(DOC_PATH.parents[1])
-    if "--check" in args:
-        ok = DOC_PATH.exists() and DOC_PATH.read_text() == render()
-        print(f"{name} is up to date" if ok else f"{name} is stale: run python -m shared.domain.quickbooks_openapi")
-        return 0 if ok else 1
-    DOC_PATH.write_text(render())
-    print(f"wrote {DOC_PATH}")
-    return 0
+    return write_or_check(DOC_PATH, render(), "shared.domain.quickbooks_openapi", argv)
 
 
 if __name__ == "__main__":
