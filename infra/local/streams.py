@@ -34,6 +34,10 @@ from infra.local.runtime import Runtime
 from infra.local.template import EventSourceSpec
 
 log = logging.getLogger("qbsync.local")
+# "Lambda passes all of the records in the batch to the function in a single call, up to the payload limit for
+# synchronous invocation (6 MB)" (EventSourceMappingConfiguration.BatchSize): a batch is cut there too.
+PAYLOAD_MAX_BYTES = 6 * 1024 * 1024
+_EVENT_FRAME = len(b'{"Records": []}')
 
 
 @dataclass
@@ -41,6 +45,7 @@ class _Entry:
     record: dict[str, Any]
     matches: bool
     fetched_at: float
+    size: int = 0  # bytes of the record in the invocation's JSON payload (with its separator)
 
     @property
     def seq(self) -> str:
@@ -184,7 +189,8 @@ class StreamPoller(PollingLoop):
         now = time.monotonic()
         for raw in resp.get("Records", []):
             record = lambda_record(raw, self.stream_arn, self.region)
-            shard.buffer.append(_Entry(record, matches_any(self.spec.filters, record), now))
+            size = len(json.dumps(record).encode()) + 2
+            shard.buffer.append(_Entry(record, matches_any(self.spec.filters, record), now, size))
         return bool(resp.get("Records"))
 
     # delivery -----------------------------------------------------------------------------------------------
@@ -200,9 +206,11 @@ class StreamPoller(PollingLoop):
                 shard.bisect_limit = None
             limit = shard.bisect_limit or self.spec.batch_size
             batch_idx = [i for i, e in enumerate(shard.buffer) if e.matches][:limit]
+            batch_idx, full = _within_payload(shard.buffer, batch_idx)
             window = self.spec.batching_window_s
             if (
                 window > 0
+                and not full
                 and len(batch_idx) < limit
                 and not shard.reading_done
                 and time.monotonic() - shard.buffer[0].fetched_at < window
@@ -352,3 +360,14 @@ def _json_av(av: dict[str, Any]) -> dict[str, Any]:
     if kind == "L":
         return {"L": [_json_av(v) for v in value]}
     return {kind: value}
+
+
+def _within_payload(buffer: list[_Entry], batch_idx: list[int]) -> tuple[list[int], bool]:
+    """The longest prefix of ``batch_idx`` whose records fit one invocation's payload (at least one record, as
+    Lambda sends a lone oversized record and the invocation fails); True when the limit cut the batch."""
+    total = _EVENT_FRAME
+    for n, i in enumerate(batch_idx):
+        total += buffer[i].size
+        if total > PAYLOAD_MAX_BYTES and n:
+            return batch_idx[:n], True
+    return batch_idx, False

@@ -148,3 +148,19 @@ def test_exhausted_retries_send_lambdas_on_failure_record_and_move_on() -> None:
     }
     assert info["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert set(info) == {"requestContext", "responseContext", "version", "timestamp", "DDBStreamBatchInfo"}
+
+
+def test_a_batch_is_cut_at_lambdas_6_mb_payload_limit() -> None:
+    """Large records: batches of what fits 6 MB, not of BatchSize (10); a lone record over it still goes."""
+    poller, batches, _ = make_poller(set())
+    streams = poller.streams
+    big = [FakeStreams._rec(i, f"p{i}") for i in range(1, 6)]
+    for rec in big:
+        rec["dynamodb"]["NewImage"]["blob"] = {"B": b"\x00" * 1_600_000}  # 2.13 MB once base64-encoded
+    huge = FakeStreams._rec(6, "c1")
+    huge["dynamodb"]["NewImage"]["blob"] = {"B": b"\x00" * 5_000_000}
+    streams.records = {"parent": big, "child": [huge]}
+    for _ in range(8):
+        poller.poll_once()
+
+    assert batches == [["p1", "p2"], ["p3", "p4"], ["p5"], ["c1"]]
