@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shared.domain.errors import BadRequest, QbsyncError, RequestError
+from shared.domain.errors import BadRequest, RequestError
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -27,12 +27,6 @@ def error_response(err: RequestError) -> dict[str, Any]:
     if extra:
         body["details"] = extra
     return json_response(err.status, body)
-
-
-def internal_error_body(err: Exception) -> dict[str, Any]:
-    if isinstance(err, QbsyncError):
-        return err.to_dict()
-    return {"error": "InternalError", "message": "unexpected error; it has been logged"}
 
 
 def request_headers(event: Mapping[str, Any]) -> dict[str, str]:
@@ -57,13 +51,23 @@ def respond(
     on_error: Callable[[RequestError], None] | None = None,
     on_bug: Callable[[Exception], None] | None = None,
 ) -> dict[str, Any]:
-    """Run a request's work; map its outcome to a proxy response.
+    """Run a request's work, which answers (status, JSON body); map its outcome to a proxy response (``answer``)."""
+    return answer(lambda: json_response(*call()), on_error=on_error, on_bug=on_bug)
+
+
+def answer(
+    call: Callable[[], dict[str, Any]],
+    *,
+    on_error: Callable[[RequestError], None] | None = None,
+    on_bug: Callable[[Exception], None] | None = None,
+) -> dict[str, Any]:
+    """Run a request's work, which builds its own proxy response (a redirect, a page...).
 
     A RequestError becomes its own status (reported to ``on_error``); anything else is a bug: 500 with a
     generic body, reported to ``on_bug`` (which must log without payloads: they may carry PHI).
     """
     try:
-        status, body = call()
+        return call()
     except RequestError as err:
         if on_error:
             on_error(err)
@@ -72,4 +76,3 @@ def respond(
         if on_bug:
             on_bug(exc)
         return json_response(500, {"error": "InternalError", "message": "unexpected error; it has been logged"})
-    return json_response(status, body)

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.adapters.qbo.faults import QboFault
 from shared.domain.errors import BadRequest, ErrorKind, NotFound, RequestError
-from shared.http import error_response, json_response
+from shared.http import answer, json_response
 from shared.observability import count, log_unhandled, logger, metrics
 from shared.services.connect import ConnectService
 
@@ -78,21 +78,27 @@ def _qbo_unavailable(exc: QboFault) -> dict[str, Any]:
     return json_response(503 if err.kind == ErrorKind.RECONNECT else 502, err.to_dict())
 
 
+def _route(event: dict[str, Any]) -> dict[str, Any]:
+    method = str(event.get("httpMethod", "")).upper()
+    route = ROUTES.get((method, str(event.get("resource") or event.get("path") or "")))
+    if route is None:
+        raise NotFound(f"no route {method} {event.get('path')!s}")
+    try:
+        return route(event)
+    except QboFault as exc:
+        return _qbo_unavailable(exc)
+
+
+def _rejected(err: RequestError) -> None:
+    log.info("oauth request rejected", extra={"status": err.status, "field": err.field})
+
+
+def _bug(exc: Exception) -> None:
+    log_unhandled(exc, "OAuthRequestsFailed")
+
+
 # Query strings carry codes and states: never log the event.
 @log.inject_lambda_context(clear_state=True, log_event=False)
 @metrics().log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    method = str(event.get("httpMethod", "")).upper()
-    route = ROUTES.get((method, str(event.get("resource") or event.get("path") or "")))
-    try:
-        if route is None:
-            raise NotFound(f"no route {method} {event.get('path')!s}")
-        return route(event)
-    except RequestError as err:
-        log.info("oauth request rejected", extra={"status": err.status, "field": err.field})
-        return error_response(err)
-    except QboFault as exc:
-        return _qbo_unavailable(exc)
-    except Exception as exc:
-        log_unhandled(exc, "OAuthRequestsFailed")
-        return json_response(500, {"error": "InternalError", "message": "unexpected error; it has been logged"})
+    return answer(lambda: _route(event), on_error=_rejected, on_bug=_bug)

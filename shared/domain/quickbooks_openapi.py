@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.domain.openapi import error as _error
-from shared.domain.openapi import json_content as _json
-from shared.domain.openapi import write_or_check
+from shared.domain.openapi import error, json_content, write_or_check
 from shared.domain.qbo_notices import SIGNATURE_HEADER
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "quickbooks-openapi.json"
@@ -34,8 +32,8 @@ def _query(name: str, description: str, *, required: bool = False) -> dict[str, 
     return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}, "description": description}
 
 
-_INTUIT_FAILED = _error("Intuit refused or failed (the discovery document, the token endpoint); try again.")
-_NOT_CONFIGURED = _error(
+_INTUIT_FAILED = error("Intuit refused or failed (the discovery document, the token endpoint); try again.")
+_NOT_CONFIGURED = error(
     "The Intuit app's keys are not configured yet: `details` name the secret to fill (`qbo_code` app-not-configured)."
 )
 
@@ -52,8 +50,8 @@ def _connect() -> dict[str, Any]:
                 "description": "To Intuit's consent page.",
                 "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
             },
-            "400": _error("`tenant` is missing."),
-            "404": _error("Unknown tenant."),
+            "400": error("`tenant` is missing."),
+            "404": error("Unknown tenant."),
             "502": _INTUIT_FAILED,
             "503": _NOT_CONFIGURED,
         },
@@ -103,7 +101,7 @@ def _disconnect() -> dict[str, Any]:
             },
         },
         "responses": {
-            "200": _json(
+            "200": json_content(
                 {
                     "type": "object",
                     "required": ["tenant", "realm_id", "status"],
@@ -115,8 +113,8 @@ def _disconnect() -> dict[str, Any]:
                 },
                 "Disconnected.",
             ),
-            "400": _error("The body is not a JSON object, or `tenant` is missing."),
-            "404": _error("Unknown tenant, or a tenant without a QuickBooks connection."),
+            "400": error("The body is not a JSON object, or `tenant` is missing."),
+            "404": error("Unknown tenant, or a tenant without a QuickBooks connection."),
             "502": _INTUIT_FAILED,
             "503": _NOT_CONFIGURED,
         },
@@ -186,9 +184,11 @@ def _webhook() -> dict[str, Any]:
             },
         },
         "responses": {
-            "200": _json({"type": "object"}, "Stored (or already stored): counts of stored, duplicate, ignored."),
-            "400": _error("The body is not JSON, or neither format."),
-            "401": _error(f"`{SIGNATURE_HEADER}` is missing or does not match, or no verifier token is set."),
+            "200": json_content(
+                {"type": "object"}, "Stored (or already stored): counts of stored, duplicate, ignored."
+            ),
+            "400": error("The body is not JSON, or neither format."),
+            "401": error(f"`{SIGNATURE_HEADER}` is missing or does not match, or no verifier token is set."),
         },
     }
 
