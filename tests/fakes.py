@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from shared.adapters.qbo.pacing import Booking
+
 
 class MemoryPaceStore:
     """The same GCRA / leased-slot rules as DynamoPaceStore, in memory."""
@@ -13,13 +15,13 @@ class MemoryPaceStore:
         self.tat: dict[tuple[str, str], float] = {}
         self.slots: dict[tuple[str, int], tuple[str, float]] = {}
 
-    def take(self, realm_id: str, bucket: str, now: float, interval: float, tolerance: float) -> float:
+    def take(self, realm_id: str, bucket: str, now: float, interval: float, tolerance: float) -> Booking:
         with self._lock:
             tat = max(self.tat.get((realm_id, bucket), 0.0), now)
-            if tat - now > tolerance:
-                return tat - tolerance - now
+            if tat - now > tolerance + interval:
+                return Booking(False, tat - tolerance - interval - now)
             self.tat[(realm_id, bucket)] = tat + interval
-            return 0.0
+            return Booking(True, max(0.0, tat - tolerance - now))
 
     def claim_slot(self, realm_id: str, slots: int, owner: str, now: float, lease_s: float) -> int | None:
         with self._lock:

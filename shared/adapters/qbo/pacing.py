@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
@@ -76,11 +76,19 @@ class PaceLimits:
         return interval, (burst - 1) * interval
 
 
+class Booking(NamedTuple):
+    """A ``PaceStore.take`` answer. Booked: the call starts ``wait_s`` from now (its booked start). Not booked:
+    try again in ``wait_s``."""
+
+    booked: bool
+    wait_s: float
+
+
 class PaceStore(Protocol):
     """Shared state of the pacer (DynamoDB in production; a fake in unit tests)."""
 
-    def take(self, realm_id: str, bucket: Kind, now: float, interval: float, tolerance: float) -> float:
-        """Book one call. Returns 0.0 when booked, else the seconds to wait before trying again."""
+    def take(self, realm_id: str, bucket: Kind, now: float, interval: float, tolerance: float) -> Booking:
+        """Book one call, starting now or at most ``interval`` ahead."""
         ...
 
     def claim_slot(self, realm_id: str, slots: int, owner: str, now: float, lease_s: float) -> int | None:
@@ -100,7 +108,7 @@ class DynamoPaceStore:
     def _rate_sk(bucket: Kind) -> str:
         return "RATE" if bucket == "request" else "RATE#batch"
 
-    def take(self, realm_id: str, bucket: Kind, now: float, interval: float, tolerance: float) -> float:
+    def take(self, realm_id: str, bucket: Kind, now: float, interval: float, tolerance: float) -> Booking:
         item = LockItem(f"REALM#{realm_id}", self._rate_sk(bucket))
         tat = LockItem.lock_until
         try:
@@ -108,22 +116,22 @@ class DynamoPaceStore:
                 actions=[tat.set(now + interval), LockItem.rtype.set("rate")],
                 condition=tat.does_not_exist() | (tat < now),
             )
-            return 0.0
+            return Booking(True, 0.0)
         except UpdateError as exc:
             if exc.cause_response_code != _CCF:
                 raise
         try:
-            item.update(
+            item.update(  # the update answers the new TAT: this call's start is the old one, less the burst
                 actions=[tat.set(tat + interval)],
-                condition=(tat >= now) & (tat <= now + tolerance),
+                condition=(tat >= now) & (tat <= now + tolerance + interval),
             )
-            return 0.0
+            return Booking(True, max(0.0, float(item.lock_until or 0.0) - interval - tolerance - now))
         except UpdateError as exc:
             if exc.cause_response_code != _CCF:
                 raise
-        # Booked ahead: read how far, to sleep just long enough (the read decides nothing).
+        # Booked further ahead: read how far, to sleep just long enough (the read decides nothing).
         current = LockItem.get(item.pk, item.sk, consistent_read=True).lock_until or 0.0
-        return max(0.001, float(current) - tolerance - now)
+        return Booking(False, max(0.001, float(current) - tolerance - interval - now))
 
     def claim_slot(self, realm_id: str, slots: int, owner: str, now: float, lease_s: float) -> int | None:
         pk = f"REALM#{realm_id}"
@@ -200,8 +208,8 @@ class Pacer:
         slot: int | None = None
         try:
             slot = self._claim_slot(owner, deadline, kind)
-            # Rate after the slot: the booking must be right before the call starts, or delayed
-            # starts could bunch up inside one window.
+            # Rate after the slot: the call must start at its booked time, or delayed starts could bunch up
+            # inside one window.
             if kind == "batch":
                 self._book("batch", deadline)
             self._book("request", deadline)
@@ -230,13 +238,17 @@ class Pacer:
             backoff = min(backoff * 2, 0.25)
 
     def _book(self, bucket: Kind, deadline: float | None) -> None:
+        """Book a start in the bucket, then sleep until it outside the lock (the next caller may book the
+        start after it meanwhile). A booked start past the deadline is given up: one interval of the budget."""
         interval, tolerance = self.limits.gcra(bucket)
         with self._bucket_locks[bucket]:
             while True:
-                wait = self._store.take(self.realm_id, bucket, self._clock(), interval, tolerance)
-                if wait <= 0:
-                    return
-                self._wait(wait, deadline, bucket)
+                booking = self._store.take(self.realm_id, bucket, self._clock(), interval, tolerance)
+                if booking.booked:
+                    break
+                self._wait(booking.wait_s, deadline, bucket)
+        if booking.wait_s > 0:
+            self._wait(booking.wait_s, deadline, bucket)
 
     def _wait(self, seconds: float, deadline: float | None, kind: Kind) -> None:
         if deadline is not None and self._clock() + seconds > deadline:
