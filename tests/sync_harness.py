@@ -188,7 +188,7 @@ class SyncHarness:
         self.control.clear_faults(self.realm_id)
 
     def reconcile(self, tenant_id: str, object_key: str) -> None:
-        with self.workers.worker():  # as the sync worker counts each record it processes
+        with self.workers.worker(self.realm_id):  # as the sync worker counts each record it processes
             self.service.reconcile(tenant_id, object_key)
 
     def objects(self, status: str | None = None) -> list[ObjectItem]:

@@ -118,9 +118,9 @@ ALONE_HAND_BACK = 500  # the stream's BatchSize
 
 def process(record: DynamoDBRecord) -> None:
     image = record.raw_event["dynamodb"]["NewImage"]
-    with WORKERS.worker():
-        tenant_id = image["tenant_id"]["S"]
-        realm = service().realm_of(tenant_id)
+    tenant_id = image["tenant_id"]["S"]
+    realm = service().realm_of(tenant_id)
+    with WORKERS.worker(realm):
         if image["rtype"]["S"] == "event":
             event_id = image["event_id"]["S"]
             if event_id not in APPLIED:
@@ -217,16 +217,19 @@ async def record_handler(record: DynamoDBRecord) -> None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     records = fair_order(event.get("Records") or [])
     event = {**event, "Records": records}
-    SHARES.begin({realm for realm in map(_realm_of, records) if realm})
+    realms = [_realm_of(r) for r in records]
+    SHARES.begin({realm for realm in realms if realm})
     MARKS.clear()
     PARK_IN.clear()
     APPLIED.clear()
     PARKED.clear()
     try:
         prepare(records)
+        WORKERS.expect(realms)  # the records still to start: a realm's coalescer waits for them to fill its batch
         return async_process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
     finally:
+        WORKERS.forget_expected()
         hand_back()
         save_all(EventItem, MARKS, pool().map)

@@ -713,7 +713,8 @@ class SyncService:
                 write(item)
             return
         keys = {"tenant_id": item.tenant_id, "object_key": item.object_key, "version": int(item.desired_version)}
-        with self.objects.copies_for_writers(item, len(writes)) as copies, workers.fan_out(len(writes)) as done:
+        fan_out = workers.fan_out(len(writes), ctx.client.realm_id)
+        with self.objects.copies_for_writers(item, len(writes)) as copies, fan_out as done:
 
             def run(write: Callable[[ObjectItem], object], copy: ObjectItem) -> tuple[Exception | None, int]:
                 logger().thread_safe_append_keys(**keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -134,3 +135,34 @@ def test_a_first_write_waits_for_busy_workers_to_fill_its_batch(
     assert all(isinstance(r, dict) for r in results)
     # Sent alone, the first write would have spent a batch call of the realm's budget on one item.
     assert control.stats(inner.realm_id)["batch"] - before == 1
+
+
+def test_another_realms_busy_workers_do_not_hold_a_realms_batch(
+    realm_client: tuple[EmulatorControl, QboClient],
+) -> None:
+    control, inner = realm_client
+    other = str(control.create_realm(company_name="Flooded")["realm_id"])
+    quiet = CoalescingClient(inner, max_items=30, linger_s=LINGER_S, min_interval_s=0.0)
+    flooded = CoalescingClient(
+        QboClient(other, tokens=EmulatorTokens(control)), workers=quiet.workers, max_items=30, linger_s=LINGER_S
+    )
+    written = threading.Event()
+    held_up: list[bool] = []
+
+    def busy(_: int) -> None:  # the flooded realm's reconciles, busy reading the ledger meanwhile
+        with flooded.worker():
+            held_up.append(not written.wait(timeout=20))
+
+    threads = [threading.Thread(target=busy, args=(i,)) for i in range(29)]
+    for t in threads:
+        t.start()
+    with quiet.worker():
+        quiet.create("Customer", {"DisplayName": "Patient Q1"}, request_id="q1")
+    written.set()
+    for t in threads:
+        t.join(timeout=30)
+
+    # Counted together, 29 busy workers would have made the quiet realm's write wait (linger) to fill its batch;
+    # they are another realm's, whose writes can never join it, so it went at once.
+    assert held_up == [False] * 29
+    assert [c["DisplayName"] for c in control.books(inner.realm_id)["Customer"]] == ["Patient Q1"]

@@ -207,7 +207,7 @@ def test_the_worker_that_syncs_the_visit_takes_the_waiting_copay_next(harness: S
     reads: list[str] = []
     real_get = harness.service.objects.get
     harness.service.objects.get = lambda tenant_id, key: reads.append(key) or real_get(tenant_id, key)  # type: ignore[method-assign]
-    with harness.workers.worker():
+    with harness.workers.worker(harness.realm_id):
         outcome = harness.service.reconcile(T, "appointment:appt-1", follow=lambda: follow)
     assert outcome is not None and outcome.status == "synced"
     (copay,) = [o for o in harness.objects() if o.object_key == "payment:copay-1"]

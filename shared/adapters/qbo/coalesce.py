@@ -2,9 +2,10 @@
 
 Each reconcile keeps its own exactly-once logic (intent, requestid, read-back) and calls ``create`` /
 ``update`` / ``delete`` / ``void`` as usual; ``CoalescingClient`` queues the write and blocks the caller until
-the write's batch returns. A batch is sent when every active worker is waiting on one (nothing more can come),
-when ``max_items`` writes are queued, or after ``linger_s`` (after up to one batch interval while enough workers
-are still busy to fill it). One batch call then carries up to 30 writes, which
+the write's batch returns. A batch is sent when every running worker of its realm is waiting on one (nothing more
+can come), when ``max_items`` writes are queued, or after ``linger_s`` (after up to one batch interval while
+enough of the realm's workers are still running or expected to fill it). One batch call then carries up to 30
+writes, which
 is how qbsync gets near QBO's per-realm ceiling (40 batch calls/min) while spending a fraction of the calls.
 
 QBO runs batch items one after another but an item cannot see what an earlier item of the same batch created;
@@ -20,7 +21,8 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -39,44 +41,78 @@ class _Pending:
 
 
 class Workers:
-    """The container's concurrent reconciles, shared by every realm's coalescer: when all of them wait on a
-    batch, nothing more can arrive, so every non-empty queue is sent at once (no linger delay)."""
+    """The container's concurrent reconciles, counted per realm and shared by every realm's coalescer.
+
+    * *running*: workers inside ``worker()`` that are not waiting on a batch. When none of a realm's are, nothing
+      more can arrive for its coalescer, so its queue is sent at once (no linger delay).
+    * *expected*: records of the invocation handed to the pool and not started yet (``expect``). With the running
+      ones they tell a coalescer whether enough writes are still coming to fill its batch, worth waiting for.
+
+    Counts are per realm, so one realm's busy workers never hold up another realm's batch; a worker of no known
+    realm (``None``) counts for every realm."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.active = 0  # workers inside ``worker()`` that are not waiting on a batch
+        self._running: Counter[str | None] = Counter()
+        self._expected: Counter[str | None] = Counter()
+
+    def running(self, realm: str) -> int:
+        """Call with ``cond`` held."""
+        return self._running[realm] + self._running[None]
+
+    def coming(self, realm: str) -> int:
+        """Running or expected workers of the realm: the writes that may still join its queue. Call with ``cond``
+        held."""
+        return self.running(realm) + self._expected[realm] + self._expected[None]
+
+    def expect(self, realms: Iterable[str | None]) -> None:
+        """Records about to be handed to the pool, one realm per record."""
+        with self.cond:
+            self._expected.update(realms)
+
+    def forget_expected(self) -> None:
+        """The invocation ended: records never started are not coming."""
+        with self.cond:
+            self._expected.clear()
+            self.cond.notify_all()
 
     @contextlib.contextmanager
-    def worker(self) -> Iterator[None]:
-        """Wrap each concurrent reconcile."""
+    def worker(self, realm: str | None = None) -> Iterator[None]:
+        """Wrap each concurrent reconcile (an expected one of ``realm`` starts)."""
         with self.cond:
-            self.active += 1
+            self._running[realm] += 1
+            if self._expected[realm] > 0:
+                self._expected[realm] -= 1
         try:
             yield
         finally:
-            with self.cond:
-                self.active -= 1
-                self.cond.notify_all()
+            self._add(realm, -1)
 
     @contextlib.contextmanager
-    def fan_out(self, n: int) -> Iterator[Callable[[], None]]:
-        """A worker hands its work to ``n`` helper threads and waits on them (one object's independent writes).
-        The helpers count as active from the start, so no batch is sent early while they start up; each calls
-        the ``done`` yielded here when it ends."""
-        with self.cond:
-            self.active += n - 1
-
-        def done() -> None:
-            with self.cond:
-                self.active -= 1
-                self.cond.notify_all()
-
+    def waiting(self, realm: str) -> Iterator[None]:
+        """A worker of ``realm`` waits on its batch (call with ``cond`` held)."""
+        self._running[realm] -= 1
+        self.cond.notify_all()
         try:
-            yield done
+            yield
         finally:
-            with self.cond:
-                self.active += 1
-                self.cond.notify_all()
+            self._running[realm] += 1
+
+    @contextlib.contextmanager
+    def fan_out(self, n: int, realm: str | None = None) -> Iterator[Callable[[], None]]:
+        """A worker hands its work to ``n`` helper threads and waits on them (one object's independent writes).
+        The helpers count as running from the start, so no batch is sent early while they start up; each calls
+        the ``done`` yielded here when it ends."""
+        self._add(realm, n - 1)
+        try:
+            yield lambda: self._add(realm, -1)
+        finally:
+            self._add(realm, 1)
+
+    def _add(self, realm: str | None, n: int) -> None:
+        with self.cond:
+            self._running[realm] += n
+            self.cond.notify_all()
 
 
 class CoalescingClient:
@@ -109,7 +145,7 @@ class CoalescingClient:
         self.stats: CallStats = inner.stats  # the same counters: calls are made by the inner client
 
     def worker(self) -> contextlib.AbstractContextManager[None]:
-        return self.workers.worker()
+        return self.workers.worker(self.realm_id)
 
     # ------------------------------------------------------------------ writes (coalesced)
     def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
@@ -151,27 +187,24 @@ class CoalescingClient:
             op = BatchOp(bid=_bid(request_id), operation=operation, entity=entity, body=body)
             pending = _Pending(op, request_id)
             self._queue.append(pending)
-            self.workers.active -= 1  # this worker now waits
-            self._cond.notify_all()
             arrived = time.monotonic()
-            try:
+            with self.workers.waiting(self.realm_id):
                 while not pending.done.is_set():
                     now = time.monotonic()
-                    # While enough workers are still busy to fill the batch, wait for them up to one batch interval:
-                    # a batch sent almost empty would spend a call of the realm's budget for one or two writes.
-                    filling = self.workers.active >= self.max_items - len(self._queue)
+                    # While enough of the realm's workers are still coming to fill the batch, wait for them up to
+                    # one batch interval: a batch sent almost empty would spend a call of the realm's budget for
+                    # one or two writes.
+                    filling = self.workers.coming(self.realm_id) >= self.max_items - len(self._queue)
                     deadline = arrived + (max(self.linger_s, self.min_interval_s) if filling else self.linger_s)
                     spaced = now - self._last_flush >= self.min_interval_s
                     ready = len(self._queue) >= self.max_items or (
-                        spaced and (self.workers.active <= 0 or now >= deadline)
+                        spaced and (self.workers.running(self.realm_id) <= 0 or now >= deadline)
                     )
                     if ready and not self._flushing and self._queue:
                         self._flush_locked()
                         continue
                     wake = max(deadline, self._last_flush + self.min_interval_s) - now
                     self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
-            finally:
-                self.workers.active += 1
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
