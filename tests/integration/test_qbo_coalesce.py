@@ -166,3 +166,26 @@ def test_another_realms_busy_workers_do_not_hold_a_realms_batch(
     # they are another realm's, whose writes can never join it, so it went at once.
     assert held_up == [False] * 29
     assert [c["DisplayName"] for c in control.books(inner.realm_id)["Customer"]] == ["Patient Q1"]
+
+
+def test_a_first_write_waits_for_the_invocations_records_still_to_start(
+    realm_client: tuple[EmulatorControl, QboClient],
+) -> None:
+    control, inner = realm_client
+    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=1.5)
+    before = control.stats(inner.realm_id)["batch"]
+    # An invocation's 30 records: the pool has started two (one writes at once, one reads the ledger first); the
+    # other 28 are queued for a thread and start a moment later.
+    client.workers.expect([inner.realm_id] * 30)
+
+    def record(i: int) -> Any:
+        time.sleep(0.0 if i < 2 else 0.2)  # queued for a thread
+        with client.worker():
+            time.sleep(0.3 if i == 1 else 0.0)  # reading the ledger
+            return client.create("Customer", {"DisplayName": f"Patient S{i:02d}"}, request_id=f"s{i}")
+
+    results = run_at_once(30, record, timeout_s=30)
+    client.workers.forget_expected()
+    assert all(isinstance(r, dict) for r in results)
+    # Counting only the started records, the first write would have left alone (1 running < 29 to fill).
+    assert control.stats(inner.realm_id)["batch"] - before == 1
