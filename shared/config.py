@@ -54,7 +54,7 @@ class Settings:
     qbo_batch_size: int = _env("QBO_BATCH_SIZE", 30)
     qbo_timeout_s: float = _env("QBO_TIMEOUT_S", 30.0)
     # Objects reconciled concurrently per sync-worker invocation; their writes share /batch calls per realm.
-    sync_concurrency: int = _env("SYNC_CONCURRENCY", 64, ge=1, le=100)
+    sync_concurrency: int = _env("SYNC_CONCURRENCY", 100, ge=1, le=100)
     # Objects of one realm reconciled per sync-worker invocation; a realm's further objects wait in its queue and
     # are handed back to the stream a share at a time, so one realm's backlog (paced by QBO's limits) cannot hold
     # up the others' records behind it. A parked object the queue has not handed back after SYNC_PARK_TTL_S is

@@ -100,7 +100,7 @@ def test_settings_read_the_environment_with_types_and_defaults() -> None:
         {"LEDGER_TABLE": "L", "QBO_BATCH_SIZE": "12", "QBSYNC_TRACING": "TRUE", "RETRY_BASE_S": "2.5"}
     )
     assert (s.ledger_table, s.qbo_batch_size, s.tracing_enabled, s.retry_base_s) == ("L", 12, True, 2.5)
-    assert (s.qbo_environment, s.sync_concurrency, s.secrets_prefix) == ("sandbox", 64, "qbsync")
+    assert (s.qbo_environment, s.sync_concurrency, s.secrets_prefix) == ("sandbox", 100, "qbsync")
 
 
 @pytest.mark.parametrize(
