@@ -60,7 +60,7 @@ class Settings:
     # up the others' records behind it. A parked object the queue has not handed back after SYNC_PARK_TTL_S is
     # taken back by the retry sweep. The share applies only while another realm had records in the container's
     # invocations within SYNC_CONTENTION_WINDOW_S: a realm alone takes all its objects.
-    sync_realm_share: int = _env("SYNC_REALM_SHARE", 30, ge=1, le=10_000)
+    sync_realm_share: int = _env("SYNC_REALM_SHARE", 15, ge=1, le=10_000)
     sync_contention_window_s: float = _env("SYNC_CONTENTION_WINDOW_S", 120.0, ge=0, le=3600)
     sync_park_ttl_s: int = _env("SYNC_PARK_TTL_S", 900, ge=60, le=86_400)
     # A retrying object waits base, 2x base, 4x base ... seconds (at most 15 minutes) before the sweep wakes it.

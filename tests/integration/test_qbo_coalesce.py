@@ -115,7 +115,7 @@ def test_writes_arriving_while_the_batch_budget_refills_go_out_together(
         10,
         lambda i: client.create("Customer", {"DisplayName": f"Patient E{i + 1:02d}"}, request_id=f"e{i + 1}"),
     )
-    assert all(isinstance(r, dict) for r in results)
+    assert all(isinstance(r, dict) for r in results), results
     assert control.stats(inner.realm_id)["batch"] - before == 1
 
 
@@ -189,3 +189,24 @@ def test_a_first_write_waits_for_the_invocations_records_still_to_start(
     assert all(isinstance(r, dict) for r in results)
     # Counting only the started records, the first write would have left alone (1 running < 29 to fill).
     assert control.stats(inner.realm_id)["batch"] - before == 1
+
+
+@pytest.mark.parametrize("alone_max", [0, 5])
+def test_a_last_write_goes_alone_instead_of_waiting_for_the_batch_budget(
+    realm_client: tuple[EmulatorControl, QboClient], alone_max: int
+) -> None:
+    control, inner = realm_client
+    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=2.0, alone_max=alone_max)
+    before = control.stats(inner.realm_id)
+    with client.worker():
+        invoice = client.create("Customer", {"DisplayName": "Patient V1"}, request_id="v1")  # a batch call
+        # Its follow-up (a copay on the invoice) right after: nothing else can join it before the budget refills.
+        copay = client.create("Customer", {"DisplayName": "Patient V2"}, request_id="v2")
+    after = control.stats(inner.realm_id)
+
+    assert (invoice["DisplayName"], copay["DisplayName"]) == ("Patient V1", "Patient V2")
+    if alone_max:  # a single call of the request budget, at once
+        assert (after["batch"] - before["batch"], after["writes"] - before["writes"]) == (1, 1)
+        assert client.singles_sent == 1
+    else:  # the next batch call, one batch interval later
+        assert (after["batch"] - before["batch"], after["writes"] - before["writes"]) == (2, 0)

@@ -4,8 +4,9 @@ Each reconcile keeps its own exactly-once logic (intent, requestid, read-back) a
 ``update`` / ``delete`` / ``void`` as usual; ``CoalescingClient`` queues the write and blocks the caller until
 the write's batch returns. A batch is sent when every running worker of its realm is waiting on one (nothing more
 can come), when ``max_items`` writes are queued, or after ``linger_s`` (after up to one batch interval while
-enough of the realm's workers are still running or expected to fill it). One batch call then carries up to 30
-writes, which
+enough of the realm's workers are still running or expected to fill it). A few writes that nothing can join
+before the batch budget refills go at once as single calls instead (``alone_max``). One batch call then carries up
+to 30 writes, which
 is how qbsync gets near QBO's per-realm ceiling (40 batch calls/min) while spending a fraction of the calls.
 
 QBO runs batch items one after another but an item cannot see what an earlier item of the same batch created;
@@ -25,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from shared.adapters.qbo.faults import QboFault, QboRetryable
@@ -126,15 +128,22 @@ class CoalescingClient:
         max_items: int = 30,
         linger_s: float = 0.05,
         min_interval_s: float = 0.0,
+        alone_max: int = 0,
     ) -> None:
         """``min_interval_s``: the realm's batch budget as a spacing (60 / batch calls per minute). A batch is
         not sent sooner than that after the previous one unless it is full: while the budget refills, writes
-        keep accumulating, so each batch call carries as many as it can."""
+        keep accumulating, so each batch call carries as many as it can.
+
+        ``alone_max``: when no more than this many writes wait for the batch budget to refill and none of the
+        realm's workers can add to them (an invocation's last copays, a quiet realm's second write), each goes
+        at once as a single call on the realm's request budget (its own, larger one) instead of waiting up to a
+        batch interval to spend a batch call on a few items."""
         self.inner = inner
         self.realm_id = inner.realm_id
         self.max_items = max_items
         self.linger_s = linger_s
         self.min_interval_s = min_interval_s
+        self.alone_max = alone_max
         self._last_flush = 0.0
         self.workers = workers or Workers()
         self._cond = self.workers.cond
@@ -142,6 +151,7 @@ class CoalescingClient:
         self._flushing = False
         self._seq = 0
         self.batches_sent = 0
+        self.singles_sent = 0
         self.stats: CallStats = inner.stats  # the same counters: calls are made by the inner client
 
     def worker(self) -> contextlib.AbstractContextManager[None]:
@@ -149,18 +159,23 @@ class CoalescingClient:
 
     # ------------------------------------------------------------------ writes (coalesced)
     def create(self, entity: str, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
-        return self._submit("create", entity, body, request_id)
+        alone = partial(self.inner.create, entity, body, request_id=request_id)
+        return self._submit("create", entity, body, request_id, alone)
 
     def update(self, entity: str, body: dict[str, Any], *, request_id: str, sparse: bool = True) -> dict[str, Any]:
-        return self._submit("update", entity, {**body, "sparse": sparse}, request_id)
+        alone = partial(self.inner.update, entity, body, request_id=request_id, sparse=sparse)
+        return self._submit("update", entity, {**body, "sparse": sparse}, request_id, alone)
 
     def delete(self, entity: str, qbo_id: str, sync_token: str, *, request_id: str) -> dict[str, Any]:
-        return self._submit("delete", entity, {"Id": qbo_id, "SyncToken": sync_token}, request_id)
+        alone = partial(self.inner.delete, entity, qbo_id, sync_token, request_id=request_id)
+        return self._submit("delete", entity, {"Id": qbo_id, "SyncToken": sync_token}, request_id, alone)
 
     def void(self, entity: str, qbo_id: str, sync_token: str, *, request_id: str) -> dict[str, Any]:
+        alone = partial(self.inner.void, entity, qbo_id, sync_token, request_id=request_id)
         if entity.lower() not in ("invoice", "payment", "salesreceipt"):
-            return self.inner.void(entity, qbo_id, sync_token, request_id=request_id)  # raises the right fault
-        return self._submit("void", entity, {"Id": qbo_id, "SyncToken": sync_token, "sparse": True}, request_id)
+            return alone()  # raises the right fault
+        body = {"Id": qbo_id, "SyncToken": sync_token, "sparse": True}
+        return self._submit("void", entity, body, request_id, alone)
 
     # ------------------------------------------------------------------ reads (direct)
     def read(self, entity: str, qbo_id: str) -> dict[str, Any]:
@@ -182,7 +197,14 @@ class CoalescingClient:
         return self.inner.preferences()
 
     # ------------------------------------------------------------------ machinery
-    def _submit(self, operation: Operation, entity: str, body: dict[str, Any], request_id: str) -> dict[str, Any]:
+    def _submit(
+        self,
+        operation: Operation,
+        entity: str,
+        body: dict[str, Any],
+        request_id: str,
+        alone: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any]:
         with self._cond:
             op = BatchOp(bid=_bid(request_id), operation=operation, entity=entity, body=body)
             pending = _Pending(op, request_id)
@@ -203,14 +225,30 @@ class CoalescingClient:
                     if ready and not self._flushing and self._queue:
                         self._flush_locked()
                         continue
+                    if self._goes_alone(pending, spaced):
+                        self._queue.remove(pending)
+                        self.singles_sent += 1
+                        break
                     wake = max(deadline, self._last_flush + self.min_interval_s) - now
                     self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
+        if not pending.done.is_set():  # left the queue to go alone
+            return alone()
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
         if pending.result.fault is not None:
             raise pending.result.fault
         return pending.result.entity or {}
+
+    def _goes_alone(self, pending: _Pending, spaced: bool) -> bool:
+        """A queued write waiting for the batch budget to refill, among at most ``alone_max``, that none of the
+        realm's workers can join (call with the lock held)."""
+        return (
+            not spaced
+            and 0 < len(self._queue) <= self.alone_max
+            and self.workers.coming(self.realm_id) <= 0
+            and pending in self._queue  # not taken by the batch in flight
+        )
 
     def _flush_locked(self) -> None:
         """Send up to ``max_items`` queued writes as one batch (the lock is released during the call)."""
