@@ -11,7 +11,8 @@ from shared.config import get_settings
 from shared.domain.errors import Conflict
 from shared.domain.tenant import Tenant
 
-# One per container: every realm's coalescer flushes as soon as all concurrent reconciles are waiting.
+# One per container, counting each realm's concurrent reconciles: a realm's coalescer flushes as soon as all of
+# that realm's are waiting.
 WORKERS = Workers()
 # At most this many writes that nothing can join before the batch budget refills go as single calls at once (an
 # invocation's last copays; a quiet realm's second write): a few requests of the 500 a minute instead of a batch
