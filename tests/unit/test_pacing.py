@@ -149,17 +149,19 @@ def test_a_saturated_bucket_books_starts_exactly_one_interval_apart(
 ) -> None:
     # Callers book the next start while the previous one sleeps until its own, so the budget is not shortened
     # by each caller's sleep-and-retry latency (that drift left 8 % of the batch budget unused).
+    # Half a second apart: a gap is exact unless a waiting thread wakes more than that late (a loaded machine).
+    limits = PaceLimits(rate_per_period=100, max_inflight=3, batch_per_period=4, period_s=2.0, lease_s=5.0)
     store = Booked(MemoryPaceStore() if store_kind == "memory" else request.getfixturevalue("ddb_store"))
-    pacer = Pacer("realm-a", limits=SMALL, store=store)
+    pacer = Pacer("realm-a", limits=limits, store=store)
     rec = CallRecorder()
 
-    run_threads(3, lambda: [rec.call(pacer, "batch", 0.0) for _ in range(3)])
+    run_threads(3, lambda: [rec.call(pacer, "batch", 0.0) for _ in range(2)])
 
-    interval, _ = SMALL.gcra("batch")
+    interval, _ = limits.gcra("batch")
     starts = sorted(store.at["batch"])
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(starts) == 9 and min(gaps) >= interval - 1e-6  # never closer than the budget allows
-    assert sum(1 for g in gaps if abs(g - interval) < 1e-6) >= 6  # and booked back to back, not drifting
+    assert len(starts) == 6 and min(gaps) >= interval - 1e-6  # never closer than the budget allows
+    assert sum(1 for g in gaps if abs(g - interval) < 1e-6) >= 3  # and booked back to back, not drifting
 
 
 def test_a_saturated_realm_does_not_slow_another_realm(ddb_store: DynamoPaceStore) -> None:
