@@ -8,7 +8,8 @@ process, so ``LogTap`` copies, while it is installed:
   created with, which may be a stream from before the tap);
 - every record that reaches the root logger, formatted with its exception text (libraries' logs).
 
-The writes still go where they went; the copy is kept in memory (``text()``).
+The writes still go where they went (unless ``echo=False``: a test whose failure report must not drown in the
+run's logs); the copy is kept in memory (``text()``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class _Tee:
 
     def write(self, s: str) -> int:
         self._tap.keep(s)
-        return self._inner.write(s)
+        return self._inner.write(s) if self._tap.echo else len(s)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -44,7 +45,8 @@ class _RootCopy(logging.Handler):
 
 
 class LogTap:
-    def __init__(self) -> None:
+    def __init__(self, *, echo: bool = True) -> None:
+        self.echo = echo
         self._parts: list[str] = []
         self._lock = threading.Lock()
         self._undo: list[Any] = []

@@ -59,11 +59,13 @@ class SoakConfig:
     kill_reconcile_nth: int = 10  # and always at the n-th reconcile that returns, so even a short run has one
     lease_s: int = 120  # = the sync worker's Lambda timeout: how long a killed worker's lease blocks the object
     sweep_every_s: float = 5.0
+    park_stall_s: float = 60.0  # SYNC_PARK_STALL_S: the sweep restarts a realm's queue that stopped moving
     phases: int = 8
     settle_timeout_s: float = 3600.0
     drain_under_faults_s: float = 600.0  # how long the tail of the work drains with faults still on
     batch_size: int = 25
     retry_base_s: float = 5.0  # the product's default backoff (5, 10, 20 ... s); the short soak shortens it
+    echo_logs: bool = True  # the handlers' logs also go to stdout (they are always kept for the privacy scan)
 
     @classmethod
     def quick(cls) -> SoakConfig:
@@ -78,6 +80,7 @@ class SoakConfig:
             kill_after_reconcile=0.05,
             lease_s=20,
             sweep_every_s=2.0,
+            park_stall_s=5.0,
             phases=6,
             settle_timeout_s=240.0,
             drain_under_faults_s=20.0,
@@ -184,10 +187,12 @@ def run_soak(cfg: SoakConfig, log: Callable[[str], None] = print) -> dict[str, A
     started = time.monotonic()
     killer = WorkerKiller(cfg.seed, cfg.kill_after_commit, cfg.kill_after_reconcile, cfg.kill_reconcile_nth)
     with (
-        LogTap() as tap,
+        LogTap(echo=cfg.echo_logs) as tap,
         killer.installed(cfg.lease_s),
         LocalSystem(
-            schedules_enabled=False, emulator_limits=True, env={"RETRY_BASE_S": f"{cfg.retry_base_s:g}"}
+            schedules_enabled=False,
+            emulator_limits=True,
+            env={"RETRY_BASE_S": f"{cfg.retry_base_s:g}", "SYNC_PARK_STALL_S": f"{cfg.park_stall_s:g}"},
         ) as system,
     ):
         log(f"local system up in {time.monotonic() - started:.1f}s")

@@ -67,14 +67,14 @@ class RealmShares:
         self._lock = threading.Lock()
         self._taken: Counter[str] = Counter()
         self._seen: dict[str, float] = {}
-        self._fed: Counter[str] = Counter()
+        self._parked: Counter[str] = Counter()
 
     def begin(self, realms: set[str]) -> None:
         """A new invocation with records of ``realms``."""
         now = time.monotonic()
         with self._lock:
             self._taken.clear()
-            self._fed.clear()
+            self._parked.clear()
             self._seen.update(dict.fromkeys(realms, now))
 
     def contended(self, realm: str) -> bool:
@@ -88,15 +88,14 @@ class RealmShares:
             taken = self._taken[realm]
         return taken <= get_settings().sync_realm_share or not self.contended(realm)
 
-    def feed(self, realm: str) -> None:
-        """This invocation made one of the realm's objects dirty for the stream to deliver (an event applied within
-        its share): one record of the realm's to come, which the queue's hand-back need not add."""
+    def parked(self, realm: str) -> None:
+        """This invocation parks (some of) the realm's objects in its queue."""
         with self._lock:
-            self._fed[realm] += 1
+            self._parked[realm] += 1
 
-    def fed(self, realm: str) -> int:
+    def parks(self, realm: str) -> bool:
         with self._lock:
-            return self._fed[realm]
+            return self._parked[realm] > 0
 
     def realms(self) -> list[str]:
         with self._lock:
@@ -124,7 +123,9 @@ def process(record: DynamoDBRecord) -> None:
         if image["rtype"]["S"] == "event":
             event_id = image["event_id"]["S"]
             if event_id not in APPLIED:
-                park_in = PARK_IN[event_id] if event_id in PARK_IN else _park_in(realm)
+                if event_id not in PARK_IN:
+                    PARK_IN[event_id] = _park_in(realm)
+                park_in = PARK_IN[event_id]
                 service().apply_event(EventItem.from_raw_data(image), park_in=park_in, marks=MARKS)
             return
         object_key = image["object_key"]["S"]
@@ -132,6 +133,7 @@ def process(record: DynamoDBRecord) -> None:
             return
         if not SHARES.admit(realm):
             if ObjectRepository.park(tenant_id, object_key, realm, get_settings().sync_park_ttl_s):
+                SHARES.parked(realm)
                 count("SyncParked")
             return
         # An object that waited on this one comes next in this thread, within the realm's share.
@@ -142,8 +144,8 @@ def _park_in(realm: str) -> tuple[str, int] | None:
     """The object an event makes dirty counts against the realm's share too: over it, it joins the queue in the
     event's own write instead of coming back as a record only to be parked."""
     if SHARES.admit(realm):
-        SHARES.feed(realm)
         return None
+    SHARES.parked(realm)
     return (realm, get_settings().sync_park_ttl_s)
 
 
@@ -169,7 +171,10 @@ def prepare(records: list[dict[str, Any]]) -> None:
         for realm, keys in objects.items():
             past = list(dict.fromkeys(keys[share:]))  # one update per object in a transaction
             if len(past) >= TRANSACT_MIN and SHARES.contended(realm):
-                PARKED.update(service().park_many(past, realm, ttl, pool().map))
+                parked = service().park_many(past, realm, ttl, pool().map)
+                PARKED.update(parked)
+                if parked:
+                    SHARES.parked(realm)
     except Exception:
         logger().exception("preparing the batch together failed; each record does its own work")
         count("SyncPrepareFailed")
@@ -177,18 +182,28 @@ def prepare(records: list[dict[str, Any]]) -> None:
 
 def hand_back() -> None:
     """Each realm with records in this invocation hands its next parked objects back to the stream: a share while
-    it is contended, a batch's worth once it is alone again, less the objects this invocation already sent to the
-    stream for it (events applied within its share). A flood's event records therefore feed the stream a share per
+    it is contended, a batch's worth once it is alone again, less the records of the realm's that this invocation
+    sent to the stream already (``_fed``). A flood's event records therefore feed the stream a share per
     invocation, not a share of new objects plus a share from the queue, which would lengthen the run of its
-    records ahead of the other realms' faster than invocations take them."""
+    records ahead of the other realms' faster than invocations take them. A queue that moved (objects parked in
+    it or handed back) is noted, so that the retry sweep can tell one that stopped moving."""
     share = get_settings().sync_realm_share
+    fed = _fed()
     for realm in SHARES.realms():
-        n = (share if SHARES.contended(realm) else max(share, ALONE_HAND_BACK)) - SHARES.fed(realm)
-        if n <= 0:
-            continue
-        released = ObjectRepository.unpark(realm, n)
+        n = (share if SHARES.contended(realm) else max(share, ALONE_HAND_BACK)) - fed[realm]
+        released = ObjectRepository.unpark(realm, n) if n > 0 else 0
         if released:
             count("SyncUnparked", released)
+        if released or SHARES.parks(realm):
+            ObjectRepository.queue_moved(realm)
+
+
+def _fed() -> Counter[str]:
+    """Per realm, the objects this invocation's events made dirty for the stream to deliver (applied, not parked):
+    records of the realm's to come. A stale event (a duplicate delivery, say) makes none."""
+    return Counter(
+        service().realm_of(e.tenant_id) for e in MARKS if e.outcome == "applied" and PARK_IN.get(e.event_id) is None
+    )
 
 
 def _realm_of(record: dict[str, Any]) -> str | None:

@@ -228,6 +228,16 @@ class AuditItem(LedgerItem):
     at = UnicodeAttribute()
 
 
+class ParkQueueItem(LedgerItem):
+    """A realm whose queue (``ObjectRepository.park``) holds objects: ``pk`` ``PARKQUEUES``, ``sk`` the realm. The
+    retry sweep hands a share back to the stream from a queue that has not moved for ``SYNC_PARK_STALL_S``."""
+
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
+    moved_at = NumberAttribute(default=0)  # epoch seconds: objects last parked in it or handed back from it
+
+
 ALL_MODELS: tuple[type[LedgerItem], ...] = (
     LedgerItem,
     TenantItem,
@@ -239,6 +249,7 @@ ALL_MODELS: tuple[type[LedgerItem], ...] = (
     LockItem,
     OAuthStateItem,
     AuditItem,
+    ParkQueueItem,
 )
 
 _bound: str | None = None

@@ -17,16 +17,17 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import DeleteError, PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from shared.adapters.dynamo import EventItem, ObjectItem, bind_table, read_keys, whole
+from shared.adapters.dynamo import EventItem, ObjectItem, ParkQueueItem, bind_table, read_keys, whole
 from shared.config import get_settings
 
 ATTENTION = {"waiting", "retrying", "failed", "held", "manual", "pending"}
 LEASED = "LEASED"  # gsi1 partition of objects under a worker's lease (finish() moves them back out)
 PARKED = "parked"  # lease owner of an object waiting in its realm's queue (ObjectRepository.park)
+QUEUES = "PARKQUEUES"  # partition of the realms whose queue holds objects (ParkQueueItem)
 TERMINAL = {"synced", "skipped", "excluded", "manual_done"}
 
 
@@ -351,6 +352,27 @@ class ObjectRepository:
             if released >= n:
                 break
         return released
+
+    @staticmethod
+    def queue_moved(realm_id: str) -> None:
+        """The realm's queue moved now (objects were parked in it or handed back from it)."""
+        ParkQueueItem(QUEUES, realm_id).update(actions=[ParkQueueItem.moved_at.set(int(time.time()))])
+
+    @staticmethod
+    def stalled_queues(before: int) -> Iterator[ParkQueueItem]:
+        """The realms whose queue has not moved since ``before`` (epoch seconds)."""
+        yield from ParkQueueItem.query(QUEUES, filter_condition=ParkQueueItem.moved_at < before)
+
+    @staticmethod
+    def forget_queue(queue: ParkQueueItem) -> bool:
+        """Drop an empty queue's entry, unless the queue moved since ``queue`` was read (objects were parked)."""
+        try:
+            queue.delete(condition=ParkQueueItem.moved_at == queue.moved_at)
+        except DeleteError as exc:
+            if not conditional_failed(exc):
+                raise
+            return False
+        return True
 
     def touch(self, item: ObjectItem, *, reason: str) -> bool:
         """Mark an object dirty again (wake a waiting / held / retrying object). False if it vanished."""

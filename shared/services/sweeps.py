@@ -1,5 +1,5 @@
 """The retry sweep: redrive transient failures after backoff; wake stale waits, held work, and objects whose
-worker died mid-reconcile (lease expired without a finish)."""
+worker died mid-reconcile (lease expired without a finish); restart a realm's queue that stopped moving."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from shared.adapters.dynamo import ConnectionItem, TenantItem
 from shared.adapters.objects import ObjectRepository
+from shared.config import get_settings
 from shared.observability import count
 
 STALE_WAIT = timedelta(minutes=10)
@@ -17,7 +18,7 @@ def retry_sweep(now: datetime | None = None, objects: ObjectRepository | None = 
     """Touch every object that is due. Returns counts per reason."""
     repo = objects or ObjectRepository()
     now = now or datetime.now(UTC)
-    woken = {"retrying": 0, "waiting": 0, "held": 0, "abandoned": 0}
+    woken = {"retrying": 0, "waiting": 0, "held": 0, "abandoned": 0, "queued": 0}
     for item in repo.expired_leases(int(now.timestamp())):
         woken["abandoned"] += repo.reclaim(item, reason="its worker stopped mid-reconcile; running it again")
     for item in repo.by_status("retrying"):
@@ -35,10 +36,29 @@ def retry_sweep(now: datetime | None = None, objects: ObjectRepository | None = 
             connected[realm] = _is_connected(realm)
         if connected[realm]:
             woken["held"] += repo.touch(item, reason="connection restored")
+    woken["queued"] = _restart_stalled_queues(now)
     for reason, n in woken.items():
         if n:
             count("SweepWoken", n, reason=reason)
     return woken
+
+
+def _restart_stalled_queues(now: datetime) -> int:
+    """A realm's queue goes back to the stream a share per sync-worker invocation that has the realm's records; a
+    queue that has not moved for ``SYNC_PARK_STALL_S`` lost that chain (no record of the realm came, say because
+    its last events were duplicates, or the invocation was cut short). A share handed back here brings records
+    whose invocation hands back the next share. An empty queue's entry is dropped. Returns the objects handed
+    back."""
+    settings = get_settings()
+    released = 0
+    for queue in ObjectRepository.stalled_queues(int(now.timestamp() - settings.sync_park_stall_s)):
+        n = ObjectRepository.unpark(queue.sk, settings.sync_realm_share)
+        if n:
+            ObjectRepository.queue_moved(queue.sk)
+            released += n
+        else:
+            ObjectRepository.forget_queue(queue)
+    return released
 
 
 def _realm_of(tenant_id: str) -> str | None:

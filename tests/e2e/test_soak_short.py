@@ -23,6 +23,7 @@ def test_short_chaos_soak_passes_exactly() -> None:
     # including workers killed after a QuickBooks commit (their objects come back via the retry sweep once
     # the dead worker's lease expires).
     cfg.visits, cfg.phases, cfg.drain_under_faults_s = 30, 4, 10.0
+    cfg.echo_logs = False  # thousands of log lines would bury the failure report below (they are still scanned)
     report = run_soak(cfg, log=lambda _m: None)
     # On failure, say what happened in a few lines (CI shows little else of a long run).
     why = json.dumps(

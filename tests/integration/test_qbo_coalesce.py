@@ -175,19 +175,39 @@ def test_a_first_write_waits_for_the_invocations_records_still_to_start(
     # The first write may wait up to a (long) batch interval for the others: the batch goes when it is full.
     client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=10.0)
     before = control.stats(inner.realm_id)["batch"]
-    # An invocation's 30 records: the pool has started two (one writes at once, one reads the ledger first); the
-    # other 28 are queued for a thread and start a moment later.
+    # An invocation's 30 records: the pool has started two (record 1 reads the ledger first, then record 0 writes);
+    # the other 28 are queued for a thread and start a moment after that write. Events, not sleeps, order the
+    # steps that matter, so a loaded machine cannot reorder them.
     client.workers.expect([inner.realm_id] * 30)
+    reading, writing, all_started = threading.Event(), threading.Event(), threading.Event()
+    started = iter(range(1, 29))
+    lock = threading.Lock()
+
+    def create(i: int) -> Any:
+        return client.create("Customer", {"DisplayName": f"Patient S{i:02d}"}, request_id=f"s{i}")
 
     def record(i: int) -> Any:
-        time.sleep(0.0 if i < 2 else 0.2)  # queued for a thread
+        if i == 0:
+            assert reading.wait(10)
+            with client.worker():
+                writing.set()
+                return create(i)
+        if i == 1:
+            with client.worker():
+                reading.set()
+                assert all_started.wait(10)  # reading the ledger while the others start
+                return create(i)
+        assert writing.wait(10)
+        time.sleep(0.2)  # queued for a thread
         with client.worker():
-            time.sleep(0.3 if i == 1 else 0.0)  # reading the ledger
-            return client.create("Customer", {"DisplayName": f"Patient S{i:02d}"}, request_id=f"s{i}")
+            with lock:
+                if next(started) == 28:
+                    all_started.set()
+            return create(i)
 
     results = run_at_once(30, record, timeout_s=30)
     client.workers.forget_expected()
-    assert all(isinstance(r, dict) for r in results)
+    assert all(isinstance(r, dict) for r in results), results
     # Counting only the started records, the first write would have left alone (1 running < 29 to fill).
     assert control.stats(inner.realm_id)["batch"] - before == 1
 

@@ -148,6 +148,51 @@ def test_a_parked_object_the_queue_forgot_is_taken_back_by_the_retry_sweep(moto_
     assert ObjectRepository.unpark("realm-1", 10) == 0  # nothing left in the queue
 
 
+def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(handler: Any) -> None:
+    """The records that would have handed the queue on never came (the invocation was cut short, its events were
+    duplicates): after ``SYNC_PARK_STALL_S`` the retry sweep hands a share back itself; an empty queue is
+    forgotten."""
+    from shared.adapters.dynamo import ParkQueueItem
+    from shared.services.sweeps import retry_sweep
+
+    _tenant("flooded", "realm-1")
+    _tenant("quiet", "realm-2")
+    items = [_dirty("flooded", n) for n in range(5)]
+    handler.lambda_handler(_records([*items, _dirty("quiet", 0)]), lambda_context())
+    # Its share of 2 taken, 3 parked, 2 of them handed back; their records are lost (never delivered).
+    parked = [n for n in range(5) if _state("flooded", n).lease_owner == "parked"]
+    assert len(parked) == 1
+    assert [q.sk for q in ParkQueueItem.query("PARKQUEUES")] == ["realm-1"]
+
+    now = datetime.now(UTC)
+    assert retry_sweep(now=now)["queued"] == 0  # it moved just now: its chain may be alive
+    assert retry_sweep(now=now + timedelta(seconds=61))["queued"] == 1
+    back = _state("flooded", parked[0])
+    assert (back.dirty, back.lease_until, back.lease_owner, back.gsi2pk) == (True, None, None, None)
+    assert [q.sk for q in ParkQueueItem.query("PARKQUEUES")] == ["realm-1"]  # moved again: given its time
+    assert retry_sweep(now=now + timedelta(seconds=122))["queued"] == 0
+    assert list(ParkQueueItem.query("PARKQUEUES")) == []  # empty: forgotten
+
+
+def test_stale_events_are_no_records_to_come_so_the_queue_is_handed_back_a_full_share(handler: Any) -> None:
+    """The hand-back gives a share less the records this invocation's events sent to the stream; a stale event
+    (an older version, a duplicate delivery) sent none, so it must not shrink the hand-back (the queue's chain
+    would end with objects in it)."""
+    from shared.adapters.objects import ObjectRepository
+
+    _tenant("flooded", "realm-1")
+    _tenant("quiet", "realm-2")
+    for n in range(3):
+        _dirty("flooded", n)
+        assert ObjectRepository.park("flooded", f"appointment:a{n}", "realm-1", ttl_s=600)
+    for n in (5, 6):
+        _dirty("flooded", n)  # at version 1 already: version 1 again is stale
+    events = [_event("flooded", 5), _event("flooded", 6), _event("quiet", 0)]
+    handler.lambda_handler(_records(events), lambda_context())
+    assert [EventItem.get(f"EVT#flooded#e{n}-1", "EVT").outcome for n in (5, 6)] == ["stale"] * 2
+    assert sum(_state("flooded", n).lease_until is None for n in range(3)) == 2  # a full share of 2
+
+
 def _event(tenant_id: str, n: int, version: int = 1) -> EventItem:
     item: EventItem = event_row(tenant_id, n, version)
     item.save()
