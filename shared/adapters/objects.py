@@ -356,7 +356,8 @@ class ObjectRepository:
     @staticmethod
     def queue_moved(realm_id: str) -> None:
         """The realm's queue moved now (objects were parked in it or handed back from it)."""
-        ParkQueueItem(QUEUES, realm_id).update(actions=[ParkQueueItem.moved_at.set(int(time.time()))])
+        moved = [ParkQueueItem.rtype.set("parkqueue"), ParkQueueItem.moved_at.set(int(time.time()))]
+        ParkQueueItem(QUEUES, realm_id).update(actions=moved)
 
     @staticmethod
     def stalled_queues(before: int) -> Iterator[ParkQueueItem]:

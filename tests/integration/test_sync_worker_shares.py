@@ -162,7 +162,7 @@ def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(handler: An
     # Its share of 2 taken, 3 parked, 2 of them handed back; their records are lost (never delivered).
     parked = [n for n in range(5) if _state("flooded", n).lease_owner == "parked"]
     assert len(parked) == 1
-    assert [q.sk for q in ParkQueueItem.query("PARKQUEUES")] == ["realm-1"]
+    assert [(q.sk, q.rtype) for q in ParkQueueItem.query("PARKQUEUES")] == [("realm-1", "parkqueue")]
 
     now = datetime.now(UTC)
     assert retry_sweep(now=now)["queued"] == 0  # it moved just now: its chain may be alive
