@@ -356,7 +356,7 @@ class ObjectRepository:
     @staticmethod
     def queue_moved(realm_id: str) -> None:
         """The realm's queue moved now (objects were parked in it or handed back from it)."""
-        moved = [ParkQueueItem.rtype.set("parkqueue"), ParkQueueItem.moved_at.set(int(time.time()))]
+        moved: list[Action] = [ParkQueueItem.rtype.set("parkqueue"), ParkQueueItem.moved_at.set(int(time.time()))]
         ParkQueueItem(QUEUES, realm_id).update(actions=moved)
 
     @staticmethod
