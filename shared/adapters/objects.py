@@ -365,6 +365,16 @@ class ObjectRepository:
         yield from ParkQueueItem.query(QUEUES, filter_condition=ParkQueueItem.moved_at < before)
 
     @staticmethod
+    def queues() -> dict[str, ParkQueueItem]:
+        """Every realm whose queue holds (or lately held) objects, by realm."""
+        return {q.sk: q for q in ParkQueueItem.query(QUEUES)}
+
+    @staticmethod
+    def queued(realm_id: str) -> int:
+        """How many objects wait in the realm's queue (its index entries: one per parked object)."""
+        return int(ObjectItem.gsi2.count(park_partition(realm_id)))
+
+    @staticmethod
     def forget_queue(queue: ParkQueueItem) -> bool:
         """Drop an empty queue's entry, unless the queue moved since ``queue`` was read (objects were parked)."""
         try:

@@ -285,10 +285,12 @@ def status(
 @api_options
 @json_option
 def connections(api_url: str | None, actor: str | None, as_json: bool) -> None:
-    """Connection health per QuickBooks company: status, hard-expiry date, last sync, throttling, held work."""
+    """Connection health per QuickBooks company: status, hard-expiry date, last sync, throttling, held work, and
+    the objects waiting in the company's queue (held back while other companies had work)."""
     out = _client(api_url, actor).call("GET", "/ops/connections")
     cols = ("realm_id", "company_name", "status", "refresh_hard_expires_on", "last_sync_at", "throttled_at")
-    emit(out if as_json else out["items"], as_json=as_json, columns=(*cols, "held_objects", "warnings"))
+    extra = ("held_objects", "queued_objects", "queue_moved_at", "warnings")
+    emit(out if as_json else out["items"], as_json=as_json, columns=(*cols, *extra))
 
 
 # ====================================================================== mappings

@@ -259,16 +259,45 @@ _STATUS_FIELDS = (
 def connections(r: OpsRequest) -> tuple[int, Any]:
     from shared.adapters.attention import AttentionStore
     from shared.adapters.connections import ConnectionRepository
+    from shared.adapters.objects import ObjectRepository
 
     repo = ConnectionRepository()
     held: dict[str, int] = {}
     for item in AttentionStore().by_status("held"):
         held[item.tenant_id] = held.get(item.tenant_id, 0) + 1
+    queues = ObjectRepository.queues()
+    now = datetime.now(UTC)
     rows = []
-    for h in repo.health(datetime.now(UTC)):
+    for h in repo.health(now):
         tenants = repo.tenants_of(h["realm_id"])
-        rows.append({**h, "tenants": tenants, "held_objects": sum(held.get(t, 0) for t in tenants)})
+        rows.append(
+            {
+                **h,
+                "tenants": tenants,
+                "held_objects": sum(held.get(t, 0) for t in tenants),
+                **_queue_health(h, queues.get(h["realm_id"]), now),
+            }
+        )
     return 200, {"items": rows}
+
+
+def _queue_health(health: dict[str, Any], queue: Any, now: datetime) -> dict[str, Any]:
+    """The realm's queue (objects held back while other realms had work): how many wait, when it last moved, and
+    a warning once it has not moved for twice ``SYNC_PARK_STALL_S`` (the retry sweep should have restarted it)."""
+    from shared.adapters.objects import ObjectRepository
+
+    if queue is None:
+        return {"queued_objects": 0, "queue_moved_at": None}
+    queued = ObjectRepository.queued(queue.sk)
+    moved = datetime.fromtimestamp(int(queue.moved_at), UTC)
+    idle_s = (now - moved).total_seconds()
+    warnings = list(health.get("warnings", []))
+    if queued and idle_s > 2 * get_settings().sync_park_stall_s:
+        warnings.append(
+            f"{queued} objects have waited in this company's queue without moving for {int(idle_s)} s: "
+            "check that the retry sweep runs (its schedule, its errors)"
+        )
+    return {"queued_objects": queued, "queue_moved_at": moved.isoformat(timespec="seconds"), "warnings": warnings}
 
 
 # ---------------------------------------------------------------- mappings

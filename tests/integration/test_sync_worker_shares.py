@@ -4,6 +4,7 @@ the other realms' records."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,7 +149,27 @@ def test_a_parked_object_the_queue_forgot_is_taken_back_by_the_retry_sweep(moto_
     assert ObjectRepository.unpark("realm-1", 10) == 0  # nothing left in the queue
 
 
-def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(handler: Any) -> None:
+def _connect(realm_id: str) -> None:
+    """The realm's connection, recorded as a connect would."""
+    from shared.adapters.connections import ConnectionRepository
+    from shared.domain.oauth import TokenSet
+
+    tokens = TokenSet("at", "rt", time.time() + 3600, time.time() + 86_400, None, 1)
+    ConnectionRepository().upsert_connected(realm_id, secret_id="s", tokens=tokens, company={})
+
+
+def _connection_health(realm_id: str) -> dict[str, Any]:
+    """``GET /ops/connections``' row for the realm."""
+    from shared.services.ops import OpsRequest, connections
+
+    status, body = connections(OpsRequest())
+    assert status == 200
+    return next(row for row in body["items"] if row["realm_id"] == realm_id)
+
+
+def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The records that would have handed the queue on never came (the invocation was cut short, its events were
     duplicates): after ``SYNC_PARK_STALL_S`` the retry sweep hands a share back itself; an empty queue is
     forgotten."""
@@ -157,6 +178,7 @@ def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(handler: An
 
     _tenant("flooded", "realm-1")
     _tenant("quiet", "realm-2")
+    _connect("realm-1")
     items = [_dirty("flooded", n) for n in range(5)]
     handler.lambda_handler(_records([*items, _dirty("quiet", 0)]), lambda_context())
     # Its share of 2 taken, 3 parked, 2 of them handed back; their records are lost (never delivered).
@@ -166,12 +188,25 @@ def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(handler: An
 
     now = datetime.now(UTC)
     assert retry_sweep(now=now)["queued"] == 0  # it moved just now: its chain may be alive
+    health = _connection_health("realm-1")
+    assert (health["queued_objects"], health["warnings"]) == (1, [])
+    assert datetime.fromisoformat(health["queue_moved_at"]) >= now - timedelta(seconds=5)
+    monkeypatch.setenv("SYNC_PARK_STALL_S", "1")
+    reset_settings_cache()
+    time.sleep(2.1)  # twice the stall setting: ops are warned (the sweep should have restarted it by now)
+    assert "without moving" in _connection_health("realm-1")["warnings"][0]
+    monkeypatch.delenv("SYNC_PARK_STALL_S")
+    reset_settings_cache()
     assert retry_sweep(now=now + timedelta(seconds=61))["queued"] == 1
     back = _state("flooded", parked[0])
     assert (back.dirty, back.lease_until, back.lease_owner, back.gsi2pk) == (True, None, None, None)
     assert [q.sk for q in ParkQueueItem.query("PARKQUEUES")] == ["realm-1"]  # moved again: given its time
     assert retry_sweep(now=now + timedelta(seconds=122))["queued"] == 0
     assert list(ParkQueueItem.query("PARKQUEUES")) == []  # empty: forgotten
+    assert (_connection_health("realm-1")["queued_objects"], _connection_health("realm-1")["queue_moved_at"]) == (
+        0,
+        None,
+    )
 
 
 def test_stale_events_are_no_records_to_come_so_the_queue_is_handed_back_a_full_share(handler: Any) -> None:
