@@ -119,13 +119,17 @@ def test_writes_arriving_while_the_batch_budget_refills_go_out_together(
     assert control.stats(inner.realm_id)["batch"] - before == 1
 
 
+def _filling_client(inner: QboClient) -> CoalescingClient:
+    """A first write may wait up to a (long) batch interval for the others: the batch goes when it is full, and a
+    loaded machine's late threads still make it in time."""
+    return CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=10.0)
+
+
 def test_a_first_write_waits_for_busy_workers_to_fill_its_batch(
     realm_client: tuple[EmulatorControl, QboClient],
 ) -> None:
     control, inner = realm_client
-    # The first write may wait up to a (long) batch interval for the others: the batch goes when it is full, and
-    # a loaded machine's late threads still make it in time.
-    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=10.0)
+    client = _filling_client(inner)
     before = control.stats(inner.realm_id)["batch"]
 
     def write(i: int) -> Any:
@@ -174,8 +178,7 @@ def test_a_first_write_waits_for_the_invocations_records_still_to_start(
     realm_client: tuple[EmulatorControl, QboClient],
 ) -> None:
     control, inner = realm_client
-    # The first write may wait up to a (long) batch interval for the others: the batch goes when it is full.
-    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=10.0)
+    client = _filling_client(inner)
     before = control.stats(inner.realm_id)["batch"]
     # An invocation's 30 records: the pool has started two (record 1 reads the ledger first, then record 0 writes);
     # the other 28 are queued for a thread and start a moment after that write. Events, not sleeps, order the
