@@ -360,11 +360,6 @@ class ObjectRepository:
         ParkQueueItem(QUEUES, realm_id).update(actions=moved)
 
     @staticmethod
-    def stalled_queues(before: int) -> Iterator[ParkQueueItem]:
-        """The realms whose queue has not moved since ``before`` (epoch seconds)."""
-        yield from ParkQueueItem.query(QUEUES, filter_condition=ParkQueueItem.moved_at < before)
-
-    @staticmethod
     def queues() -> dict[str, ParkQueueItem]:
         """Every realm whose queue holds (or lately held) objects, by realm."""
         return {q.sk: q for q in ParkQueueItem.query(QUEUES)}

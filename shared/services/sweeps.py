@@ -51,7 +51,8 @@ def _restart_stalled_queues(now: datetime) -> int:
     back."""
     settings = get_settings()
     released = 0
-    for queue in ObjectRepository.stalled_queues(int(now.timestamp() - settings.sync_park_stall_s)):
+    before = int(now.timestamp() - settings.sync_park_stall_s)
+    for queue in (q for q in ObjectRepository.queues().values() if q.moved_at < before):
         n = ObjectRepository.unpark(queue.sk, settings.sync_realm_share)
         if n:
             ObjectRepository.queue_moved(queue.sk)
