@@ -67,7 +67,7 @@ class RealmShares:
         self._lock = threading.Lock()
         self._taken: Counter[str] = Counter()
         self._seen: dict[str, float] = {}
-        self._parked: Counter[str] = Counter()
+        self._parked: set[str] = set()
 
     def begin(self, realms: set[str]) -> None:
         """A new invocation with records of ``realms``."""
@@ -91,11 +91,11 @@ class RealmShares:
     def parked(self, realm: str) -> None:
         """This invocation parks (some of) the realm's objects in its queue."""
         with self._lock:
-            self._parked[realm] += 1
+            self._parked.add(realm)
 
     def parks(self, realm: str) -> bool:
         with self._lock:
-            return self._parked[realm] > 0
+            return realm in self._parked
 
     def realms(self) -> list[str]:
         with self._lock:
