@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
@@ -37,17 +37,22 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.adapters.dynamo import EventItem, save_all
 from shared.adapters.objects import ObjectRepository
+from shared.adapters.qbo.coalesce import Workers
 from shared.config import get_settings
 from shared.observability import count, logger, metrics, tracer
-from shared.services.qbo_factory import WORKERS, default_client_factory
+from shared.services.qbo_factory import default_client_factory
 from shared.services.sync import TRANSACT_MIN, SyncService
 
 processor = AsyncBatchProcessor(event_type=EventType.DynamoDBStreams)
+# This container's reconciles per realm (its coalescers' view of who may still join a batch). Concurrent
+# invocations of the function (ParallelizationFactor) run in other containers, with coalescers of their own.
+WORKERS = Workers()
 
 
 @lru_cache(maxsize=1)
 def service() -> SyncService:
-    return SyncService(default_client_factory)  # one engine per container: caches refs, clients, tenants
+    # one engine per container: caches refs, clients, tenants
+    return SyncService(partial(default_client_factory, workers=WORKERS))
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,12 @@
 
 Invocations may run concurrently (gateway threads, pollers, schedules); the :class:`Runtime` counts them so
 the stack can tell when all work is done, and keeps the per-function statistics.
+
+Containers: an invocation names the execution environment it runs in (``container``, 0 by default). Container 0
+imports the handler normally; each further container loads the handler's file again as a module of its own, so
+concurrent invocations in different containers keep the handler module's state (its caches, its per-invocation
+bookkeeping) apart, as Lambda's environments do. Modules the handler imports (``shared``) are loaded once per
+process and shared; what must be per environment lives in the handler module.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ class Runtime:
         self.region = region
         self.account_id = account_id
         self.stats = Stats()
-        self._handlers: dict[str, Callable[..., Any]] = {}
+        self._handlers: dict[tuple[str, int], Callable[..., Any]] = {}
         self._import_lock = threading.RLock()
         self._inflight = 0
         self._inflight_lock = threading.Lock()
@@ -87,11 +93,12 @@ class Runtime:
     def function_arn(self, function_id: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{function_id}"
 
-    def handler(self, function_id: str) -> Callable[..., Any]:
+    def handler(self, function_id: str, container: int = 0) -> Callable[..., Any]:
         with self._import_lock:
-            if function_id not in self._handlers:
-                self._handlers[function_id] = _load_handler(self.functions[function_id])
-            return self._handlers[function_id]
+            key = (function_id, container)
+            if key not in self._handlers:
+                self._handlers[key] = _load_handler(self.functions[function_id], container)
+            return self._handlers[key]
 
     def context(self, function_id: str) -> FakeLambdaContext:
         spec = self.functions[function_id]
@@ -106,8 +113,8 @@ class Runtime:
             deadline_ms=int(time.time() * 1000) + spec.timeout_s * 1000,
         )
 
-    def invoke(self, function_id: str, event: Any) -> Any:
-        """Call the function's handler with ``event``; re-raises whatever the handler raises.
+    def invoke(self, function_id: str, event: Any, container: int = 0) -> Any:
+        """Call the function's handler in ``container`` with ``event``; re-raises whatever the handler raises.
 
         Raises KeyError for a function that is not in the template.
         """
@@ -118,7 +125,7 @@ class Runtime:
             self._activity += 1
         started = time.monotonic()
         try:
-            fn = self.handler(function_id)
+            fn = self.handler(function_id, container)
             self.stats.add("invocations", function_id)
             return fn(event, self.context(function_id))
         except Exception:
@@ -139,12 +146,12 @@ class Runtime:
                 self._activity += 1
 
 
-def _load_handler(spec: FunctionSpec) -> Callable[..., Any]:
+def _load_handler(spec: FunctionSpec, container: int = 0) -> Callable[..., Any]:
     """Import ``module.attr`` from the function's code directory.
 
     The code directory goes on sys.path so the handler's own imports work. When a module of the same name is
-    already imported from elsewhere (two functions with their own ``handler.py``), the file is loaded under a
-    private module name instead.
+    already imported from elsewhere (two functions with their own ``handler.py``), or for a container other than
+    the first, the file is loaded under a private module name instead.
     """
     module_name, _, attr = spec.handler.rpartition(".")
     if not module_name:
@@ -156,11 +163,13 @@ def _load_handler(spec: FunctionSpec) -> Callable[..., Any]:
     candidates = [file.with_suffix(".py"), file / "__init__.py"]
     existing = sys.modules.get(module_name)
     existing_file = getattr(existing, "__file__", None)
-    if existing is not None and existing_file and not any(Path(existing_file) == c for c in candidates):
+    clash = existing is not None and existing_file and not any(Path(existing_file) == c for c in candidates)
+    if clash or container:
         path = next((c for c in candidates if c.exists()), None)
         if path is None:
             raise ImportError(f"cannot find {module_name} under {code_dir} for {spec.logical_id}")
-        private = f"_qbsync_local_{spec.logical_id}_{module_name.replace('.', '_')}"
+        suffix = f"_c{container}" if container else ""
+        private = f"_qbsync_local_{spec.logical_id}_{module_name.replace('.', '_')}{suffix}"
         module = sys.modules.get(private)
         if module is None:
             loader_spec = importlib.util.spec_from_file_location(private, path)

@@ -14,6 +14,12 @@ Each failed delivery of the same head record counts one retry. When MaximumRetry
 exceeded, the batch is split in two if BisectBatchOnFunctionError is on (halves get fresh retries);
 a batch that cannot be split is sent to DestinationConfig.OnFailure as Lambda's ``DDBStreamBatchInfo``
 record and skipped.
+
+ParallelizationFactor N (1 to 10): each shard's records are split into N lanes by a hash of their partition
+key, so records of one key stay in order in one lane, and up to N batches of a shard run at once, each lane in
+its own delivery thread and its own container of the function (the runtime keeps the handler module's state
+apart per container). Retries, bisection and the on-failure destination apply per lane, as Lambda applies them
+per batch. With N = 1 batches run one at a time on the polling thread.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import base64
 import json
 import logging
 import math
+import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,24 +60,45 @@ class _Entry:
         return str(self.record["dynamodb"]["SequenceNumber"])
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One of a shard's ParallelizationFactor batch sequences: the records whose partition key hashes to it."""
+
+    index: int = 0  # also the container its batches run in
+    buffer: list[_Entry] = field(default_factory=list)
+    checkpoint: str | None = None  # the last record delivered or filtered
+    failures: int = 0
+    retry_at: float = 0.0
+    bisect_limit: int | None = None
+    bisect_until: int = 0
+    running: bool = False  # a delivery thread has it (ParallelizationFactor > 1)
+
+
 @dataclass
 class _Shard:
     shard_id: str
     parent_id: str | None
     initial_position: str
+    lanes: list[_Lane] = field(default_factory=lambda: [_Lane()])
     iterator: str | None = None
     started: bool = False
     reading_done: bool = False
-    checkpoint: str | None = None
-    buffer: list[_Entry] = field(default_factory=list)
-    failures: int = 0
-    retry_at: float = 0.0
-    bisect_limit: int | None = None
-    bisect_until: int = 0
+    read_to: str | None = None  # the last record read (a new iterator starts after it)
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(lane.buffer) for lane in self.lanes)
 
     @property
     def done(self) -> bool:
-        return self.reading_done and not self.buffer
+        return self.reading_done and not any(lane.buffer or lane.running for lane in self.lanes)
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The last record delivered or filtered with every earlier record of the shard done too."""
+        pending = min((int(lane.buffer[0].seq) for lane in self.lanes if lane.buffer), default=None)
+        done = [lane.checkpoint for lane in self.lanes if lane.checkpoint]
+        return max((c for c in done if pending is None or int(c) < pending), key=int, default=None)
 
 
 class StreamPoller(PollingLoop):
@@ -98,6 +127,18 @@ class StreamPoller(PollingLoop):
         self.shards: dict[str, _Shard] = {}
         self._last_refresh = 0.0
         self._first_refresh = True
+        self._hash_key: str | None = None  # the table's partition key (lanes are chosen by its value)
+        self._lock = threading.Lock()  # lanes' state, shared by the polling thread and delivery threads
+        self._drains: list[threading.Thread] = []
+
+    @property
+    def lanes(self) -> int:
+        return max(1, self.spec.parallelization_factor)
+
+    def stop(self) -> None:
+        super().stop()
+        for t in self._drains:
+            t.join(timeout=10)
 
     # lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> StreamPoller:
@@ -120,10 +161,33 @@ class StreamPoller(PollingLoop):
                 continue
             if self._read(shard):
                 busy = True
-            if shard.buffer:
-                busy = True
-                self._deliver(shard)
+            for lane in shard.lanes:
+                if lane.running:
+                    busy = True
+                elif lane.buffer:
+                    busy = True
+                    self._start_delivery(shard, lane)
+        self._drains = [t for t in self._drains if t.is_alive()]
         return busy
+
+    def _start_delivery(self, shard: _Shard, lane: _Lane) -> None:
+        if self.lanes == 1:
+            self._deliver(shard, lane)
+            return
+        lane.running = True
+
+        def drain() -> None:
+            try:
+                self._deliver(shard, lane)
+            except Exception:
+                log.exception("stream %s: delivery failed; retrying", self.name)
+                lane.retry_at = time.monotonic() + 0.5
+            finally:
+                lane.running = False
+
+        thread = threading.Thread(target=drain, name=f"lane-{self.name}-{lane.index}", daemon=True)
+        self._drains.append(thread)
+        thread.start()
 
     def _refresh_shards(self) -> None:
         self._last_refresh = time.monotonic()
@@ -132,6 +196,8 @@ class StreamPoller(PollingLoop):
         while True:
             desc = self.streams.describe_stream(**kwargs)["StreamDescription"]
             found.extend(desc.get("Shards", []))
+            hash_keys = [k["AttributeName"] for k in desc.get("KeySchema", []) if k["KeyType"] == "HASH"]
+            self._hash_key = hash_keys[0] if hash_keys else self._hash_key
             last = desc.get("LastEvaluatedShardId")
             if not last:
                 break
@@ -143,7 +209,7 @@ class StreamPoller(PollingLoop):
             position = "TRIM_HORIZON"
             if self._first_refresh and self.spec.starting_position == "LATEST" and not closed:
                 position = "LATEST"
-            shard = _Shard(s["ShardId"], s.get("ParentShardId"), position)
+            shard = _Shard(s["ShardId"], s.get("ParentShardId"), position, [_Lane(i) for i in range(self.lanes)])
             if self._first_refresh and self.spec.starting_position == "LATEST" and closed:
                 shard.reading_done = True
             self.shards[shard.shard_id] = shard
@@ -155,8 +221,8 @@ class StreamPoller(PollingLoop):
         if shard.iterator or shard.reading_done:
             return
         kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
-        if shard.checkpoint:
-            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=shard.checkpoint)
+        if shard.read_to:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=shard.read_to)
         else:
             kwargs["ShardIteratorType"] = shard.initial_position
         try:
@@ -170,7 +236,7 @@ class StreamPoller(PollingLoop):
         shard.started = True
 
     def _read(self, shard: _Shard) -> bool:
-        if shard.reading_done or len(shard.buffer) >= self.spec.batch_size:
+        if shard.reading_done or shard.buffered >= self.spec.batch_size * self.lanes:
             return False
         self._ensure_iterator(shard)
         if not shard.iterator:
@@ -187,43 +253,61 @@ class StreamPoller(PollingLoop):
         if not shard.iterator:
             shard.reading_done = True
         now = time.monotonic()
+        entries = []
         for raw in resp.get("Records", []):
             record = lambda_record(raw, self.stream_arn, self.region)
             size = len(json.dumps(record).encode()) + 2
-            shard.buffer.append(_Entry(record, matches_any(self.spec.filters, record), now, size))
-        return bool(resp.get("Records"))
+            entries.append(_Entry(record, matches_any(self.spec.filters, record), now, size))
+        with self._lock:
+            for entry in entries:
+                shard.lanes[self._lane_of(entry.record)].buffer.append(entry)
+                shard.read_to = entry.seq
+        return bool(entries)
+
+    def _lane_of(self, record: dict[str, Any]) -> int:
+        """Lambda keeps a partition key's records in order within one of the shard's concurrent batches."""
+        if self.lanes == 1:
+            return 0
+        keys = record["dynamodb"].get("Keys", {})
+        key = keys.get(self._hash_key) if self._hash_key else keys
+        return zlib.crc32(json.dumps(key, sort_keys=True).encode()) % self.lanes
 
     # delivery -----------------------------------------------------------------------------------------------
-    def _deliver(self, shard: _Shard) -> None:
-        while shard.buffer and not self._stop.is_set():
-            if time.monotonic() < shard.retry_at:
-                return
-            while shard.buffer and not shard.buffer[0].matches:
-                self._advance(shard, 1, filtered=True)
-            if not shard.buffer:
-                return
-            if shard.bisect_limit and int(shard.buffer[0].seq) > shard.bisect_until:
-                shard.bisect_limit = None
-            limit = shard.bisect_limit or self.spec.batch_size
-            batch_idx = [i for i, e in enumerate(shard.buffer) if e.matches][:limit]
-            batch_idx, full = _within_payload(shard.buffer, batch_idx)
-            window = self.spec.batching_window_s
-            if (
-                window > 0
-                and not full
-                and len(batch_idx) < limit
-                and not shard.reading_done
-                and time.monotonic() - shard.buffer[0].fetched_at < window
-            ):
-                return
-            batch = [shard.buffer[i] for i in batch_idx]
-            if not self._invoke(shard, batch, batch_idx):
+    def _deliver(self, shard: _Shard, lane: _Lane) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                picked = self._next_batch(shard, lane)
+            if picked is None or not self._invoke(shard, lane, *picked):
                 return
 
-    def _advance(self, shard: _Shard, count: int, filtered: bool = False) -> None:
-        done, shard.buffer = shard.buffer[:count], shard.buffer[count:]
+    def _next_batch(self, shard: _Shard, lane: _Lane) -> tuple[list[_Entry], list[int]] | None:
+        """The lane's next batch to invoke (entries, their indexes in the buffer), or None when it must wait."""
+        if not lane.buffer or time.monotonic() < lane.retry_at:
+            return None
+        while lane.buffer and not lane.buffer[0].matches:
+            self._advance(lane, 1, filtered=True)
+        if not lane.buffer:
+            return None
+        if lane.bisect_limit and int(lane.buffer[0].seq) > lane.bisect_until:
+            lane.bisect_limit = None
+        limit = lane.bisect_limit or self.spec.batch_size
+        batch_idx = [i for i, e in enumerate(lane.buffer) if e.matches][:limit]
+        batch_idx, full = _within_payload(lane.buffer, batch_idx)
+        window = self.spec.batching_window_s
+        if (
+            window > 0
+            and not full
+            and len(batch_idx) < limit
+            and not shard.reading_done
+            and time.monotonic() - lane.buffer[0].fetched_at < window
+        ):
+            return None
+        return [lane.buffer[i] for i in batch_idx], batch_idx
+
+    def _advance(self, lane: _Lane, count: int, filtered: bool = False) -> None:
+        done, lane.buffer = lane.buffer[:count], lane.buffer[count:]
         if done:
-            shard.checkpoint = done[-1].seq
+            lane.checkpoint = done[-1].seq
             if filtered:
                 self.runtime.stats.add("filtered", self.name, len(done))
             else:
@@ -231,43 +315,49 @@ class StreamPoller(PollingLoop):
                 if filtered_n:
                     self.runtime.stats.add("filtered", self.name, filtered_n)
 
-    def _invoke(self, shard: _Shard, batch: list[_Entry], batch_idx: list[int]) -> bool:
-        """Deliver one batch; returns True when the shard may continue right away."""
+    def _invoke(self, shard: _Shard, lane: _Lane, batch: list[_Entry], batch_idx: list[int]) -> bool:
+        """Deliver one batch; returns True when the lane may continue right away."""
         event = {"Records": [e.record for e in batch]}
         self.runtime.stats.add("records", self.name, len(batch))
         failed_from: int | None = 0
         try:
-            result = self.runtime.invoke(self.spec.function_id, event)
+            result = self.runtime.invoke(self.spec.function_id, event, lane.index)
         except Exception as exc:
             log.info("stream %s: %s raised %s; retrying the batch", self.name, self.spec.function_id, exc)
         else:
             failed_from = self._first_failure(result, batch)
+        with self._lock:
+            return self._settle(shard, lane, batch, batch_idx, failed_from)
+
+    def _settle(
+        self, shard: _Shard, lane: _Lane, batch: list[_Entry], batch_idx: list[int], failed_from: int | None
+    ) -> bool:
         if failed_from is None:
-            self._advance(shard, batch_idx[-1] + 1)
-            shard.failures, shard.retry_at = 0, 0.0
+            self._advance(lane, batch_idx[-1] + 1)
+            lane.failures, lane.retry_at = 0, 0.0
             return True
         if failed_from > 0:
-            self._advance(shard, batch_idx[failed_from])
+            self._advance(lane, batch_idx[failed_from])
             batch, batch_idx = (
                 batch[failed_from:],
                 [i - batch_idx[failed_from] for i in batch_idx[failed_from:]],
             )
-            shard.failures = 1
+            lane.failures = 1
         else:
-            shard.failures += 1
+            lane.failures += 1
         max_retries = self.spec.maximum_retry_attempts
-        if max_retries < 0 or shard.failures <= max_retries:
+        if max_retries < 0 or lane.failures <= max_retries:
             self.runtime.stats.add("retries", self.name)
-            shard.retry_at = time.monotonic() + min(0.05 * 2**shard.failures, 1.0)
+            lane.retry_at = time.monotonic() + min(0.05 * 2**lane.failures, 1.0)
             return False
         if self.spec.bisect_on_error and len(batch) > 1:
-            shard.bisect_limit = math.ceil(len(batch) / 2)
-            shard.bisect_until = max(shard.bisect_until, int(batch[-1].seq))
-            shard.failures = 0
+            lane.bisect_limit = math.ceil(len(batch) / 2)
+            lane.bisect_until = max(lane.bisect_until, int(batch[-1].seq))
+            lane.failures = 0
             return True
         self._send_on_failure(shard, batch)
-        self._advance(shard, batch_idx[-1] + 1)
-        shard.failures, shard.retry_at = 0, 0.0
+        self._advance(lane, batch_idx[-1] + 1)
+        lane.failures, lane.retry_at = 0, 0.0
         return True
 
     def _first_failure(self, result: Any, batch: list[_Entry]) -> int | None:

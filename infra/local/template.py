@@ -111,6 +111,7 @@ class EventSourceSpec:
     on_failure_id: str | None = None  # logical id of the SQS queue receiving on-failure records
     batching_window_s: float = 0.0
     enabled: bool = True
+    parallelization_factor: int = 1  # streams: concurrent batches per shard, records split by partition key
 
 
 @dataclass
@@ -471,6 +472,7 @@ def _event_source(model: TemplateModel, logical_id: str, props: dict[str, Any]) 
         on_failure_id=on_failure_id,
         batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
         enabled=_truthy(props.get("Enabled", True)),
+        parallelization_factor=int(props.get("ParallelizationFactor", 1)),
     )
 
 

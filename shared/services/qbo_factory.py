@@ -12,7 +12,8 @@ from shared.domain.errors import Conflict
 from shared.domain.tenant import Tenant
 
 # One per container, counting each realm's concurrent reconciles: a realm's coalescer flushes as soon as all of
-# that realm's are waiting.
+# that realm's are waiting. (The sync worker keeps its own in its handler module: one per execution environment
+# even where the local runtime runs several in one process.)
 WORKERS = Workers()
 # At most this many writes that nothing can join before the batch budget refills go as single calls at once (an
 # invocation's last copays; a quiet realm's second write): a few requests of the 500 a minute instead of a batch
@@ -20,7 +21,7 @@ WORKERS = Workers()
 ALONE_MAX = 5
 
 
-def default_client_factory(realm_id: str) -> QboApi:
+def default_client_factory(realm_id: str, *, workers: Workers = WORKERS) -> QboApi:
     from shared.adapters.connections import ConnectionRepository
     from shared.adapters.qbo.client import QboClient
     from shared.adapters.qbo.tokens import TokenManager
@@ -30,7 +31,7 @@ def default_client_factory(realm_id: str) -> QboApi:
     settings = get_settings()
     return CoalescingClient(
         inner,
-        workers=WORKERS,
+        workers=workers,
         max_items=settings.qbo_batch_size,
         min_interval_s=60.0 / settings.qbo_batch_per_min,
         alone_max=ALONE_MAX,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -89,7 +91,7 @@ def make_poller(fail_keys: set[str], **spec_kw: Any) -> tuple[StreamPoller, list
     runtime = Runtime({}, "us-east-1", "123456789012")
     batches: list[list[str]] = []
 
-    def invoke(function_id: str, event: dict[str, Any]) -> Any:
+    def invoke(function_id: str, event: dict[str, Any], container: int = 0) -> Any:
         keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]]
         batches.append(keys)
         if fail_keys.intersection(keys):
@@ -117,7 +119,7 @@ def test_parent_shard_is_finished_before_its_child() -> None:
 def test_records_have_lambda_shape_with_base64_binary_and_epoch_time() -> None:
     poller, _, _ = make_poller(set())
     seen: list[dict[str, Any]] = []
-    poller.runtime.invoke = lambda fn, event: seen.extend(event["Records"])  # type: ignore[method-assign]
+    poller.runtime.invoke = lambda fn, event, container=0: seen.extend(event["Records"])  # type: ignore[method-assign]
     poller.poll_once()
 
     rec = seen[0]
@@ -131,7 +133,8 @@ def test_exhausted_retries_send_lambdas_on_failure_record_and_move_on() -> None:
     for _ in range(10):
         poller.poll_once()
         for shard in poller.shards.values():
-            shard.retry_at = 0.0  # skip the backoff
+            for lane in shard.lanes:
+                lane.retry_at = 0.0  # skip the backoff
 
     # [p1,p2] fails -> bisect -> [p1] ok, [p2] fails with no retries left -> on-failure; then the child.
     assert batches == [["p1", "p2"], ["p1"], ["p2"], ["c1"]]
@@ -164,3 +167,118 @@ def test_a_batch_is_cut_at_lambdas_6_mb_payload_limit() -> None:
         poller.poll_once()
 
     assert batches == [["p1", "p2"], ["p3", "p4"], ["p5"], ["c1"]]
+
+
+def _parallel_poller(factor: int, keys: list[str], invoke: Any) -> StreamPoller:
+    """One closed shard holding a record per entry of ``keys`` (in that order), ParallelizationFactor ``factor``."""
+    spec = EventSourceSpec(
+        logical_id="Esm",
+        function_id="Fn",
+        source_kind="dynamodb",
+        source_id="T",
+        batch_size=3,
+        parallelization_factor=factor,
+        report_batch_item_failures=True,
+    )
+    runtime = Runtime({}, "us-east-1", "123456789012")
+    runtime.invoke = invoke  # type: ignore[method-assign]
+    streams = FakeStreams()
+    streams.records = {"parent": [FakeStreams._rec(i + 1, k) for i, k in enumerate(keys)], "child": []}
+    poller = StreamPoller(
+        spec, ARN, streams_client=streams, sqs_client=FakeSqs(), on_failure_url="q", runtime=runtime, region="r"
+    )
+    poller._refresh_shards()
+    return poller
+
+
+def _poll_until(poller: StreamPoller, done: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        poller.poll_once()
+        time.sleep(0.005)
+    poller.stop()
+    assert done(), "the poller did not deliver everything in time"
+
+
+def test_parallelization_factor_runs_a_shards_lanes_at_once_each_key_in_order_in_its_own_container() -> None:
+    keys = [f"k{i % 6}" for i in range(36)]  # six keys, six records each, interleaved
+    lock = threading.Lock()
+    seen: list[tuple[int, list[str], list[str]]] = []
+    running, most = [0], [0]
+
+    def invoke(function_id: str, event: dict[str, Any], container: int = 0) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+            recs = event["Records"]
+            seen.append((container, [r["dynamodb"]["Keys"]["pk"]["S"] for r in recs], [r["eventID"] for r in recs]))
+        return {"batchItemFailures": []}
+
+    poller = _parallel_poller(3, keys, invoke)
+    _poll_until(poller, lambda: poller.shards["parent"].done)
+
+    delivered = [seq for _, _, seqs in seen for seq in seqs]
+    assert sorted(delivered) == sorted(keys) and len(delivered) == 36  # each record once (eventID = its key here)
+    assert most[0] > 1  # lanes ran at once
+    lane_of: dict[str, int] = {}
+    for container, batch_keys, _ in seen:
+        assert len(batch_keys) <= 3
+        for k in batch_keys:
+            assert lane_of.setdefault(k, container) == container  # a key always goes to the same lane/container
+    assert len(set(lane_of.values())) > 1
+    assert poller.shards["parent"].checkpoint == "36"
+
+
+def test_a_failing_lane_retries_without_holding_up_the_others() -> None:
+    keys = ["bad", "a", "b", "c", "d", "e", "f", "g"]
+    calls: list[list[str]] = []
+    lock = threading.Lock()
+    bad_tries = [0]
+
+    def invoke(function_id: str, event: dict[str, Any], container: int = 0) -> Any:
+        batch = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]]
+        with lock:
+            calls.append(batch)
+            if "bad" in batch and bad_tries[0] < 3:
+                bad_tries[0] += 1
+                return {
+                    "batchItemFailures": [
+                        {"itemIdentifier": event["Records"][batch.index("bad")]["dynamodb"]["SequenceNumber"]}
+                    ]
+                }
+        return {"batchItemFailures": []}
+
+    poller = _parallel_poller(2, keys, invoke)
+    _poll_until(poller, lambda: poller.shards["parent"].done)
+
+    def lane(key: str) -> int:
+        return poller._lane_of({"dynamodb": {"Keys": {"pk": {"S": key}}}})
+
+    other_lane = {k for k in keys if lane(k) != lane("bad")}
+    assert other_lane  # the keys are spread over both lanes
+    assert bad_tries[0] == 3 and sum(1 for b in calls if "bad" in b) == 4  # retried until it succeeded
+    succeeded = max(i for i, b in enumerate(calls) if "bad" in b)
+    assert other_lane <= {k for b in calls[:succeeded] for k in b}  # the other lane went on meanwhile
+
+
+def test_each_container_keeps_its_own_handler_module_state(tmp_path: Any) -> None:
+    """Concurrent batches of a ParallelizationFactor run in containers of their own: the handler module's state
+    (a sync worker's per-invocation bookkeeping, its coalescers) is not shared between them."""
+    from infra.local.template import FunctionSpec
+
+    pkg = tmp_path / "fn_counting"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "app.py").write_text(
+        "SEEN = []\n\ndef handler(event, context):\n    SEEN.append(event)\n    return len(SEEN)\n"
+    )
+    spec = FunctionSpec(logical_id="Counting", handler="fn_counting.app.handler", code_dir=tmp_path)
+    runtime = Runtime({"Counting": spec}, "us-east-1", "123456789012")
+
+    assert [runtime.invoke("Counting", i) for i in range(3)] == [1, 2, 3]
+    assert [runtime.invoke("Counting", i, 1) for i in range(2)] == [1, 2]  # a second container, fresh state
+    assert runtime.invoke("Counting", 9, 0) == 4
+    assert runtime.stats.snapshot()["invocations"]["Counting"] == 6

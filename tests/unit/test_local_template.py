@@ -51,7 +51,7 @@ def test_routes_carry_api_kind_payload_version_and_stage(model: TemplateModel) -
 def test_event_source_mappings_keep_every_lambda_setting(model: TemplateModel) -> None:
     stream = model.event_sources["StreamFunctionLedger"]
     assert (stream.source_kind, stream.source_id, stream.function_id) == ("dynamodb", "LedgerTable", "StreamFunction")
-    assert stream.batch_size == 10
+    assert stream.batch_size == 10 and stream.parallelization_factor == 1
     assert stream.report_batch_item_failures and stream.bisect_on_error
     assert stream.maximum_retry_attempts == 1
     assert stream.on_failure_id == "StreamFailureQueue"
@@ -63,6 +63,7 @@ def test_event_source_mappings_keep_every_lambda_setting(model: TemplateModel) -
 def test_template_variant_changes_are_read_without_code_changes() -> None:
     variant = load_template(FIXTURES / "template_b.yaml")
     assert variant.event_sources["StreamFunctionLedger"].batch_size == 2
+    assert variant.event_sources["StreamFunctionLedger"].parallelization_factor == 2
     assert ("GET", "/v2/status/{check}") in {(r.method, r.path) for r in variant.routes}
 
 
