@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -124,6 +125,10 @@ class Runtime:
             self._inflight += 1
             self._activity += 1
         started = time.monotonic()
+        timeout_s = self.functions[function_id].timeout_s
+        watch = threading.Timer(timeout_s, _overran, (function_id, timeout_s, threading.get_ident()))
+        watch.daemon = True
+        watch.start()
         try:
             fn = self.handler(function_id, container)
             self.stats.add("invocations", function_id)
@@ -132,6 +137,7 @@ class Runtime:
             self.stats.add("errors", function_id)
             raise
         finally:
+            watch.cancel()
             elapsed = time.monotonic() - started
             self.stats.add("ms", function_id, round(elapsed * 1000))
             if elapsed > self.functions[function_id].timeout_s:
@@ -144,6 +150,13 @@ class Runtime:
             with self._inflight_lock:
                 self._inflight -= 1
                 self._activity += 1
+
+
+def _overran(function_id: str, timeout_s: int, thread_id: int) -> None:
+    """At the Timeout of an invocation still running (Lambda would stop it here): where its thread is."""
+    frame = sys._current_frames().get(thread_id)
+    where = "".join(traceback.format_stack(frame)[-12:]) if frame is not None else "(thread gone)"
+    log.warning("function %s still running at its Timeout of %ss; its thread is at:\n%s", function_id, timeout_s, where)
 
 
 def _load_handler(spec: FunctionSpec, container: int = 0) -> Callable[..., Any]:

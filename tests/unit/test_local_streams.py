@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from infra.local.runtime import Runtime
 from infra.local.streams import StreamPoller
@@ -282,3 +285,25 @@ def test_each_container_keeps_its_own_handler_module_state(tmp_path: Any) -> Non
     assert [runtime.invoke("Counting", i, 1) for i in range(2)] == [1, 2]  # a second container, fresh state
     assert runtime.invoke("Counting", 9, 0) == 4
     assert runtime.stats.snapshot()["invocations"]["Counting"] == 6
+
+
+def test_an_invocation_still_running_at_its_timeout_logs_where_it_is(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from infra.local.template import FunctionSpec
+
+    pkg = tmp_path / "fn_slow"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "app.py").write_text(
+        "import time\n\ndef stuck_in_here():\n    time.sleep(1.4)\n\ndef handler(event, context):\n"
+        "    stuck_in_here()\n    return 'done'\n"
+    )
+    spec = FunctionSpec(logical_id="Slow", handler="fn_slow.app.handler", code_dir=tmp_path, timeout_s=1)
+    runtime = Runtime({"Slow": spec}, "us-east-1", "123456789012")
+
+    with caplog.at_level(logging.WARNING, logger="qbsync.local"):
+        assert runtime.invoke("Slow", {}) == "done"
+    (at_timeout,) = [r.getMessage() for r in caplog.records if "still running at its Timeout" in r.getMessage()]
+    assert "in stuck_in_here" in at_timeout
+    assert any("longer than its Timeout of 1s" in r.getMessage() for r in caplog.records)
