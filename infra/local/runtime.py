@@ -155,7 +155,13 @@ class Runtime:
 def _overran(function_id: str, timeout_s: int, thread_id: int) -> None:
     """At the Timeout of an invocation still running (Lambda would stop it here): where its thread is."""
     frame = sys._current_frames().get(thread_id)
-    where = "".join(traceback.format_stack(frame)[-12:]) if frame is not None else "(thread gone)"
+    if frame is None:
+        where = "(thread gone)"
+    else:
+        # The project's own frames (where in qbsync), then the innermost ones (what it waits on).
+        stack = traceback.extract_stack(frame)
+        ours = [f for f in stack if "site-packages" not in f.filename and "/lib/python3" not in f.filename]
+        where = "".join(traceback.format_list(ours[-10:])) + "  ...\n" + "".join(traceback.format_list(stack[-3:]))
     log.warning("function %s still running at its Timeout of %ss; its thread is at:\n%s", function_id, timeout_s, where)
 
 
