@@ -63,9 +63,9 @@ class Settings:
     sync_realm_share: int = _env("SYNC_REALM_SHARE", 15, ge=1, le=10_000)
     sync_contention_window_s: float = _env("SYNC_CONTENTION_WINDOW_S", 120.0, ge=0, le=3600)
     sync_park_ttl_s: int = _env("SYNC_PARK_TTL_S", 900, ge=60, le=86_400)
-    # A realm's queue is handed back a share per invocation that has the realm's records. When the queue has not
-    # moved for this long (the records that would have carried it on never came: they were duplicates, or an
-    # invocation was cut short), the retry sweep hands a share back itself, which starts the chain again.
+    # A realm's queue is handed back a share per invocation that has the realm's records. When the queue has handed
+    # nothing back for this long (the records that would have carried it on never came: they were duplicates, or an
+    # invocation was cut short, or they were parked too), the retry sweep hands a share back, starting it again.
     sync_park_stall_s: float = _env("SYNC_PARK_STALL_S", 60.0, ge=1, le=3600)
     # A retrying object waits base, 2x base, 4x base ... seconds (at most 15 minutes) before the sweep wakes it.
     retry_base_s: float = _env("RETRY_BASE_S", 5.0, gt=0, le=300)

@@ -190,8 +190,8 @@ def hand_back() -> None:
     it is contended, a batch's worth once it is alone again, less the records of the realm's that this invocation
     sent to the stream already (``_fed``). A flood's event records therefore feed the stream a share per
     invocation, not a share of new objects plus a share from the queue, which would lengthen the run of its
-    records ahead of the other realms' faster than invocations take them. A queue that moved (objects parked in
-    it or handed back) is noted, so that the retry sweep can tell one that stopped moving."""
+    records ahead of the other realms' faster than invocations take them. A queue's hand-backs and parks are noted,
+    so that the retry sweep can tell one that stopped moving (nothing handed back lately)."""
     share = get_settings().sync_realm_share
     fed = _fed()
     for realm in SHARES.realms():
@@ -200,7 +200,7 @@ def hand_back() -> None:
         if released:
             count("SyncUnparked", released)
         if released or SHARES.parks(realm):
-            ObjectRepository.queue_moved(realm)
+            ObjectRepository.queue_moved(realm, released=bool(released), parked=SHARES.parks(realm))
 
 
 def _fed() -> Counter[str]:

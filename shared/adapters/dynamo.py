@@ -230,12 +230,15 @@ class AuditItem(LedgerItem):
 
 class ParkQueueItem(LedgerItem):
     """A realm whose queue (``ObjectRepository.park``) holds objects: ``pk`` ``PARKQUEUES``, ``sk`` the realm. The
-    retry sweep hands a share back to the stream from a queue that has not moved for ``SYNC_PARK_STALL_S``."""
+    retry sweep hands a share back to the stream from a queue that has handed nothing back for ``SYNC_PARK_STALL_S``."""
 
     gsi1 = Gsi1()
     gsi2 = Gsi2()
 
-    moved_at = NumberAttribute(default=0)  # epoch seconds: objects last parked in it or handed back from it
+    # Epoch seconds: objects last handed back from it (first: when it was created). Parking into a queue does not
+    # move it: a queue that only takes parks has stopped draining.
+    moved_at = NumberAttribute(default=0)
+    parked_at = NumberAttribute(default=0)  # epoch seconds: objects last parked in it
 
 
 ALL_MODELS: tuple[type[LedgerItem], ...] = (

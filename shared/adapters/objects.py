@@ -354,10 +354,16 @@ class ObjectRepository:
         return released
 
     @staticmethod
-    def queue_moved(realm_id: str) -> None:
-        """The realm's queue moved now (objects were parked in it or handed back from it)."""
-        moved: list[Action] = [ParkQueueItem.rtype.set("parkqueue"), ParkQueueItem.moved_at.set(int(time.time()))]
-        ParkQueueItem(QUEUES, realm_id).update(actions=moved)
+    def queue_moved(realm_id: str, *, released: bool, parked: bool) -> None:
+        """Note the realm's queue: objects handed back from it now (``released``: it moved) and/or parked in it
+        (``parked``). Parks alone leave ``moved_at`` as it was (set once, when the entry is created), so a queue
+        that keeps taking objects while none goes back is one the retry sweep restarts."""
+        now = int(time.time())
+        moved = ParkQueueItem.moved_at.set(now if released else ParkQueueItem.moved_at | now)
+        actions: list[Action] = [ParkQueueItem.rtype.set("parkqueue"), moved]
+        if parked:
+            actions.append(ParkQueueItem.parked_at.set(now))
+        ParkQueueItem(QUEUES, realm_id).update(actions=actions)
 
     @staticmethod
     def queues() -> dict[str, ParkQueueItem]:
@@ -371,9 +377,11 @@ class ObjectRepository:
 
     @staticmethod
     def forget_queue(queue: ParkQueueItem) -> bool:
-        """Drop an empty queue's entry, unless the queue moved since ``queue`` was read (objects were parked)."""
+        """Drop an empty queue's entry, unless objects were parked in it or handed back since ``queue`` was read."""
+        parked = ParkQueueItem.parked_at
+        unchanged = (parked == queue.parked_at) if queue.parked_at else parked.does_not_exist()
         try:
-            queue.delete(condition=ParkQueueItem.moved_at == queue.moved_at)
+            queue.delete(condition=(ParkQueueItem.moved_at == queue.moved_at) & unchanged)
         except DeleteError as exc:
             if not conditional_failed(exc):
                 raise

@@ -282,8 +282,9 @@ def connections(r: OpsRequest) -> tuple[int, Any]:
 
 
 def _queue_health(health: dict[str, Any], queue: Any, now: datetime) -> dict[str, Any]:
-    """The realm's queue (objects held back while other realms had work): how many wait, when it last moved, and
-    a warning once it has not moved for twice ``SYNC_PARK_STALL_S`` (the retry sweep should have restarted it)."""
+    """The realm's queue (objects held back while other realms had work): how many wait, when it last moved (handed
+    objects back), and a warning once it has not for twice ``SYNC_PARK_STALL_S`` (the sweep should have restarted
+    it)."""
     from shared.adapters.objects import ObjectRepository
 
     if queue is None:

@@ -45,8 +45,9 @@ def retry_sweep(now: datetime | None = None, objects: ObjectRepository | None = 
 
 def _restart_stalled_queues(now: datetime) -> int:
     """A realm's queue goes back to the stream a share per sync-worker invocation that has the realm's records; a
-    queue that has not moved for ``SYNC_PARK_STALL_S`` lost that chain (no record of the realm came, say because
-    its last events were duplicates, or the invocation was cut short). A share handed back here brings records
+    queue that has handed nothing back for ``SYNC_PARK_STALL_S`` lost that chain (no record of the realm came, say
+    because its last events were duplicates, or the invocation was cut short; or the realm's records kept coming
+    and were parked too, each invocation counting on records to come). A share handed back here brings records
     whose invocation hands back the next share. An empty queue's entry is dropped. Returns the objects handed
     back."""
     settings = get_settings()
@@ -55,7 +56,7 @@ def _restart_stalled_queues(now: datetime) -> int:
     for queue in (q for q in ObjectRepository.queues().values() if q.moved_at < before):
         n = ObjectRepository.unpark(queue.sk, settings.sync_realm_share)
         if n:
-            ObjectRepository.queue_moved(queue.sk)
+            ObjectRepository.queue_moved(queue.sk, released=True, parked=False)
             released += n
         else:
             ObjectRepository.forget_queue(queue)

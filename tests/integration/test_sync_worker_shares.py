@@ -207,6 +207,33 @@ def test_a_queue_that_stopped_moving_is_restarted_by_the_retry_sweep(
     assert (final["queued_objects"], final["queue_moved_at"]) == (0, None)
 
 
+def test_a_queue_that_only_takes_parks_has_not_moved_and_is_restarted(handler: Any) -> None:
+    """Parks alone do not count as movement: a realm whose records keep coming and keep being parked, each
+    invocation counting on records to come, hands nothing back; after ``SYNC_PARK_STALL_S`` without a hand-back the
+    retry sweep restarts the queue, however recent its last park. An entry read before a park is not forgotten."""
+    from shared.adapters.dynamo import ParkQueueItem
+    from shared.adapters.objects import ObjectRepository
+    from shared.services.sweeps import retry_sweep
+
+    _tenant("flooded", "realm-1")
+    _tenant("quiet", "realm-2")
+    _connect("realm-1")
+    items = [_dirty("flooded", n) for n in range(5)]
+    handler.lambda_handler(_records([*items, _dirty("quiet", 0)]), lambda_context())
+    created = ParkQueueItem.get("PARKQUEUES", "realm-1")
+    assert created.moved_at and created.parked_at  # 3 parked, 2 of them handed back at once
+
+    time.sleep(1.1)
+    ObjectRepository.queue_moved("realm-1", released=False, parked=True)  # another invocation parked some
+    later = ParkQueueItem.get("PARKQUEUES", "realm-1")
+    assert later.moved_at == created.moved_at and later.parked_at > created.parked_at
+    assert not ObjectRepository.forget_queue(created)  # it took objects since it was read
+
+    at = datetime.fromtimestamp(later.moved_at + 61, UTC)  # 60 s (the default stall) after the last park
+    assert retry_sweep(now=at)["queued"] == 1
+    assert ParkQueueItem.get("PARKQUEUES", "realm-1").moved_at > later.moved_at
+
+
 def test_stale_events_are_no_records_to_come_so_the_queue_is_handed_back_a_full_share(handler: Any) -> None:
     """The hand-back gives a share less the records this invocation's events sent to the stream; a stale event
     (an older version, a duplicate delivery) sent none, so it must not shrink the hand-back (the queue's chain
