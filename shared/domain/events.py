@@ -11,7 +11,7 @@ The JSON Schema published in ``docs/openapi.json`` is generated from these model
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -250,6 +250,10 @@ class EventEnvelope(BaseModel):
     def _aware(cls, v: datetime) -> datetime:
         if v.tzinfo is None:
             raise ValueError("occurred_at needs a timezone offset (e.g. 2026-01-20T10:00:00Z)")
+        try:
+            v.astimezone(UTC)  # stored in UTC: 0001-01-01T00:00:00+01:00 has no UTC time
+        except OverflowError:
+            raise ValueError("occurred_at is out of range once converted to UTC") from None
         return v
 
 

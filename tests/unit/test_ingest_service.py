@@ -156,6 +156,18 @@ def test_all_problems_of_a_batch_are_listed(service: IngestService, store: Memor
     assert store.calls == 0
 
 
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_with_no_utc_equivalent_is_a_400_naming_occurred_at(
+    service: IngestService, store: Memory, when: str
+) -> None:
+    """Found by the schemathesis run: the stored event's time is UTC, and these have none (it was a 500)."""
+    with pytest.raises(BadRequest) as err:
+        service.ingest(request(b.payment_collected(tenant_id=TENANT, occurred_at=when)))
+    assert err.value.field == "occurred_at"
+    assert "out of range once converted to UTC" in err.value.details["problems"][0]["problem"]
+    assert store.calls == 0
+
+
 def test_a_removal_without_its_id_names_the_id_field(service: IngestService) -> None:
     with pytest.raises(BadRequest) as err:
         service.ingest(request(b.payment_deleted(tenant_id=TENANT, payment_id=None)))
