@@ -4,9 +4,12 @@ Link item (RefItem model, ``rtype = "qbolink"``)::
 
     pk REALM#{realm}   sk QBOID#{entity}#{qbo_id}   data {tenant_id, object_key, slot}
 
-The sync engine should call :func:`link` whenever it records a document in an object's ``qbo[slot]``
-(``SyncService._remember``). Until it does, :meth:`QboLinks.find` falls back to scanning the object rows of
-the realm's tenants and backfills the links it finds, so lookups stay correct (only slower).
+The sync engine calls :func:`link` whenever it records a document in an object's ``qbo[slot]``
+(``SyncService._remember``). A document without a link is not (yet) qbsync's: a QuickBooks user's own, or one of
+ours whose write is still being recorded (its notice is then our own change, and a later edit of it is caught by
+the change-data-capture sweep once the link exists). There is no fallback search: it would have to scan the whole
+ledger for each such notice (measured in the session-12 soak: a change-worker invocation past its 60-s Timeout,
+rewriting every link of the realm's tenants).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from pynamodb.exceptions import DeleteError, UpdateError
 
-from shared.adapters.dynamo import ObjectItem, RefItem, TenantItem, bind_table, read_keys, whole
+from shared.adapters.dynamo import ObjectItem, RefItem, bind_table, read_keys
 from shared.adapters.objects import object_pk
 from shared.domain.errors import RetryableError
 
@@ -72,46 +75,22 @@ def unlink(realm: str, entity: str, qbo_id: str) -> None:
 
 
 class QboLinks:
-    def __init__(self, *, scan_fallback: bool = True) -> None:
+    def __init__(self) -> None:
         bind_table()
-        self.scan_fallback = scan_fallback
-        self.scans = 0  # fallback scans performed (observability, tests)
 
     def find(self, realm: str, entity: str, qbo_id: str) -> Link | None:
         """The object that owns a QBO document, or None if qbsync does not know it."""
         try:
             item = RefItem.get(f"REALM#{realm}", _sk(entity, qbo_id), consistent_read=True)
         except RefItem.DoesNotExist:
-            return self._scan(realm, entity, qbo_id) if self.scan_fallback else None
+            return None
         return _link(realm, entity, qbo_id, item)
 
     def find_many(self, wanted: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], Link]:
         """The links of many (realm, entity, qbo_id) in batch reads; documents qbsync has no link for are left
-        out (``find`` them one by one: it knows the scan fallback)."""
+        out."""
         keys = {(f"REALM#{realm}", _sk(entity, qbo_id)): (realm, entity, qbo_id) for realm, entity, qbo_id in wanted}
         return {keys[(i.pk, i.sk)]: _link(*keys[(i.pk, i.sk)], i) for i in read_keys(RefItem, keys)}
-
-    def _scan(self, realm: str, entity: str, qbo_id: str) -> Link | None:
-        # Fallback until the sync engine writes links: every object row of the realm's tenants, backfilling links.
-        self.scans += 1
-        tenants = [
-            t.tenant_id
-            for t in whole(TenantItem.gsi1.query(f"REALM#{realm}", TenantItem.gsi1sk.startswith("TENANT#")))
-            if isinstance(t, TenantItem)
-        ]
-        if not tenants:
-            return None
-        found: Link | None = None
-        cond = (ObjectItem.rtype == "object") & ObjectItem.tenant_id.is_in(*tenants)
-        for obj in ObjectItem.scan(cond):
-            for slot, info in (obj.qbo or {}).items():
-                if not isinstance(info, dict) or not info.get("id") or not info.get("type"):
-                    continue
-                typ, ident = str(info["type"]), str(info["id"])
-                link(realm, typ, ident, obj.tenant_id, obj.object_key, slot)
-                if typ == entity and ident == qbo_id:
-                    found = Link(realm, entity, qbo_id, obj.tenant_id, obj.object_key, slot)
-        return found
 
 
 class ObjectSlots:

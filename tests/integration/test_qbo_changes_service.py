@@ -136,7 +136,7 @@ def test_customer_merge_relinks_the_patient_to_the_surviving_customer(svc: Any) 
     qbo.rows[("Customer", "58")] = {"Id": "58", "SyncToken": "4", "MetaData": {"LastUpdatedTime": T1}}
     assert service.handle(notice("Customer", "58", "Merge", deleted_id="61")) == "merged"
     assert ObjectItem.get("OBJ#clinic-1#patient:p1", "OBJ").qbo["customer"]["id"] == "58"
-    links = QboLinks(scan_fallback=False)
+    links = QboLinks()
     assert links.find(REALM, "Customer", "61") is None
     assert links.find(REALM, "Customer", "58").object_key == "patient:p1"  # type: ignore[union-attr]
     assert [(c["type"], c["data"]["merged_away_id"]) for c in sent] == [("customer.merged_in_qbo", "61")]
@@ -156,13 +156,22 @@ def test_deactivated_customer_and_mapped_item_are_ops_warnings(svc: Any) -> None
     assert reasons == ["customer_deactivated", "item_deactivated"] and sent == []
 
 
-def test_without_links_the_scan_fallback_finds_the_object_and_backfills(svc: Any) -> None:
-    service, sent, _qbo = svc
+def test_a_document_without_a_link_is_not_ours_and_the_ledger_is_not_searched(
+    svc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Links are written with every recorded document; a document without one is a QuickBooks user's (or ours, its
+    write still being recorded). No fallback search: it scanned the whole ledger for each such notice."""
+    service, sent, qbo = svc
     tenant()
     obj("appointment:a1", "invoice", invoice_slot(), linked=False)
-    assert service.handle(notice("Invoice", "130", "Delete")) == "deleted"
-    assert [c["type"] for c in sent] == ["invoice.deleted_in_qbo"] and service.links.scans == 1
-    assert QboLinks(scan_fallback=False).find(REALM, "Invoice", "130") is not None
+
+    def no_scan(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the ledger was scanned")
+
+    monkeypatch.setattr(ObjectItem, "scan", no_scan)
+    assert service.handle(notice("Invoice", "130", "Delete")) == "not_ours"
+    assert sent == [] and qbo.stats.reads == 0
+    assert QboLinks().find(REALM, "Invoice", "130") is None
 
 
 def test_echo_of_a_recorded_write_needs_no_read_and_sends_nothing(svc: Any) -> None:
