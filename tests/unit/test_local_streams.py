@@ -267,19 +267,23 @@ def test_a_failing_lane_retries_without_holding_up_the_others() -> None:
     assert other_lane <= {k for b in calls[:succeeded] for k in b}  # the other lane went on meanwhile
 
 
+def _runtime_of(tmp_path: Any, function_id: str, package: str, source: str, **spec: Any) -> Runtime:
+    """A runtime with one function whose handler is ``source`` (``handler`` in ``{package}/app.py``)."""
+    from infra.local.template import FunctionSpec
+
+    pkg = tmp_path / package
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "app.py").write_text(source)
+    fn = FunctionSpec(logical_id=function_id, handler=f"{package}.app.handler", code_dir=tmp_path, **spec)
+    return Runtime({function_id: fn}, "us-east-1", "123456789012")
+
+
 def test_each_container_keeps_its_own_handler_module_state(tmp_path: Any) -> None:
     """Concurrent batches of a ParallelizationFactor run in containers of their own: the handler module's state
     (a sync worker's per-invocation bookkeeping, its coalescers) is not shared between them."""
-    from infra.local.template import FunctionSpec
-
-    pkg = tmp_path / "fn_counting"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "app.py").write_text(
-        "SEEN = []\n\ndef handler(event, context):\n    SEEN.append(event)\n    return len(SEEN)\n"
-    )
-    spec = FunctionSpec(logical_id="Counting", handler="fn_counting.app.handler", code_dir=tmp_path)
-    runtime = Runtime({"Counting": spec}, "us-east-1", "123456789012")
+    source = "SEEN = []\n\ndef handler(event, context):\n    SEEN.append(event)\n    return len(SEEN)\n"
+    runtime = _runtime_of(tmp_path, "Counting", "fn_counting", source)
 
     assert [runtime.invoke("Counting", i) for i in range(3)] == [1, 2, 3]
     assert [runtime.invoke("Counting", i, 1) for i in range(2)] == [1, 2]  # a second container, fresh state
@@ -290,17 +294,11 @@ def test_each_container_keeps_its_own_handler_module_state(tmp_path: Any) -> Non
 def test_an_invocation_still_running_at_its_timeout_logs_where_it_is(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from infra.local.template import FunctionSpec
-
-    pkg = tmp_path / "fn_slow"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "app.py").write_text(
+    source = (
         "import time\n\ndef stuck_in_here():\n    time.sleep(1.4)\n\ndef handler(event, context):\n"
         "    stuck_in_here()\n    return 'done'\n"
     )
-    spec = FunctionSpec(logical_id="Slow", handler="fn_slow.app.handler", code_dir=tmp_path, timeout_s=1)
-    runtime = Runtime({"Slow": spec}, "us-east-1", "123456789012")
+    runtime = _runtime_of(tmp_path, "Slow", "fn_slow", source, timeout_s=1)
 
     with caplog.at_level(logging.WARNING, logger="qbsync.local"):
         assert runtime.invoke("Slow", {}) == "done"
