@@ -199,8 +199,9 @@ def hand_back() -> None:
         released = ObjectRepository.unpark(realm, n) if n > 0 else 0
         if released:
             count("SyncUnparked", released)
-        if released or SHARES.parks(realm):
-            ObjectRepository.queue_moved(realm, released=bool(released), parked=SHARES.parks(realm))
+        parked = SHARES.parks(realm)
+        if released or parked:
+            ObjectRepository.queue_moved(realm, released=bool(released), parked=parked)
 
 
 def _fed() -> Counter[str]:
