@@ -79,7 +79,7 @@ class _Shard:
     shard_id: str
     parent_id: str | None
     initial_position: str
-    lanes: list[_Lane] = field(default_factory=lambda: [_Lane()])
+    lanes: list[_Lane]
     iterator: str | None = None
     started: bool = False
     reading_done: bool = False
