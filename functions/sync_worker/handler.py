@@ -2,6 +2,8 @@
 
 Records of one batch are processed concurrently (``SYNC_CONCURRENCY`` threads) so that their QBO writes share
 ``/batch`` calls per realm; each object's exactly-once logic is unchanged (leases keep one worker per object).
+The object an event of a realm alone makes dirty is reconciled in the invocation that applied the event
+(``_reconcile_now``), not when its own stream record comes back in a later one.
 
 Fairness: while other realms have work, an invocation reconciles at most ``SYNC_REALM_SHARE`` objects of one realm
 (``RealmShares``; a realm alone takes all its objects). A realm's writes are paced by
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from typing import Any
@@ -35,7 +37,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.adapters.dynamo import EventItem, save_all
+from shared.adapters.dynamo import EventItem, ObjectItem, save_all
 from shared.adapters.objects import ObjectRepository
 from shared.adapters.qbo.coalesce import Workers
 from shared.config import get_settings
@@ -108,6 +110,45 @@ class RealmShares:
 
 
 SHARES = RealmShares()
+
+
+class Claimed:
+    """Rows this container claimed straight after applying their events (``_reconcile_now``), as each claim saw
+    them: the stream record of that apply, when it comes, shows the very same row (version, ``updated_at`` and
+    reason) and has nothing left to ask. A later change to the object (a newer event, a wake-up) writes another
+    ``updated_at`` and reason, so its record is never taken for it. The newest ``size`` rows are kept; a record
+    whose row was forgotten, or that another container gets, costs one failed claim."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._rows: OrderedDict[tuple[str, str], tuple[int, str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def note(self, item: ObjectItem) -> None:
+        with self._lock:
+            self._rows[(item.tenant_id, item.object_key)] = (
+                int(item.desired_version),
+                item.updated_at,
+                item.status_reason or "",
+            )
+            self._rows.move_to_end((item.tenant_id, item.object_key))
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def covers(self, tenant_id: str, object_key: str, image: dict[str, Any]) -> bool:
+        seen = (
+            int(float(image.get("desired_version", {}).get("N", "-1"))),
+            image.get("updated_at", {}).get("S", ""),
+            image.get("status_reason", {}).get("S", ""),
+        )
+        with self._lock:
+            covered = self._rows.get((tenant_id, object_key)) == seen
+        if covered:
+            count("SyncRecordCovered")
+        return covered
+
+
+CLAIMED = Claimed()
 # This invocation's events, their outcomes set, written back in batch writes when it ends (list.append is
 # thread-safe).
 MARKS: list[EventItem] = []
@@ -117,6 +158,11 @@ PARK_IN: dict[str, tuple[str, int] | None] = {}
 APPLIED: set[str] = set()
 # Object records (tenant id, object key) parked together before the records are processed.
 PARKED: set[tuple[str, str]] = set()
+# This invocation's events that made their object dirty for it to reconcile now (applied, not parked), and the
+# objects (tenant id, object key) reconciled so.
+FRESH: set[str] = set()
+INLINE: set[tuple[str, str]] = set()
+_INLINE_LOCK = threading.Lock()
 ALONE_HAND_BACK = 500  # the stream's BatchSize
 
 
@@ -131,10 +177,14 @@ def process(record: DynamoDBRecord) -> None:
                 if event_id not in PARK_IN:
                     PARK_IN[event_id] = _park_in(realm)
                 park_in = PARK_IN[event_id]
-                service().apply_event(EventItem.from_raw_data(image), park_in=park_in, marks=MARKS)
+                applied = service().apply_event(EventItem.from_raw_data(image), park_in=park_in, marks=MARKS)
+                if applied and park_in is None:
+                    FRESH.add(event_id)
+            if event_id in FRESH and not SHARES.contended(realm):
+                _reconcile_now(tenant_id, image["object_key"]["S"], realm)
             return
         object_key = image["object_key"]["S"]
-        if (tenant_id, object_key) in PARKED:
+        if (tenant_id, object_key) in PARKED or CLAIMED.covers(tenant_id, object_key, image):
             return
         if not SHARES.admit(realm):
             if ObjectRepository.park(tenant_id, object_key, realm, get_settings().sync_park_ttl_s):
@@ -143,6 +193,25 @@ def process(record: DynamoDBRecord) -> None:
             return
         # An object that waited on this one comes next in this thread, within the realm's share.
         service().reconcile(tenant_id, object_key, follow=lambda: SHARES.admit(realm))
+
+
+def _reconcile_now(tenant_id: str, object_key: str, realm: str) -> None:
+    """Reconcile the object an event of this invocation made dirty now, not when its stream record comes back in
+    a later invocation: a backlog's invoices go out in the invocation that applied their events, so an invocation
+    of events keeps the realm's batch budget busy instead of leaving it idle (measured on one realm's 2,000 visits:
+    89.4-89.6 % of the ceiling, 84.8-88.9 % without). The record, when it comes, is skipped (``CLAIMED``). Once
+    per object per invocation.
+
+    Only for a realm alone (not contended): its writes wait on its own pacing, so an invocation of its events
+    takes as long as their writes, and other realms' records behind them in the stream would wait that long
+    (measured: the fairness ratio went from 1.68 to 1.78); their apply-only invocations stay short."""
+    key = (tenant_id, object_key)
+    with _INLINE_LOCK:
+        if key in INLINE:
+            return
+        INLINE.add(key)
+    count("SyncInline")
+    service().reconcile(tenant_id, object_key, follow=lambda: SHARES.admit(realm), claimed=CLAIMED.note)
 
 
 def _park_in(realm: str) -> tuple[str, int] | None:
@@ -172,6 +241,7 @@ def prepare(records: list[dict[str, Any]]) -> None:
             else:
                 objects.setdefault(realm, []).append((image["tenant_id"]["S"], image["object_key"]["S"]))
         service().apply_events(events, MARKS, APPLIED, pool().map)
+        FRESH.update(e.event_id for e in MARKS if e.outcome == "applied" and PARK_IN.get(e.event_id) is None)
         share, ttl = get_settings().sync_realm_share, get_settings().sync_park_ttl_s
         for realm, keys in objects.items():
             past = list(dict.fromkeys(keys[share:]))  # one update per object in a transaction
@@ -205,8 +275,9 @@ def hand_back() -> None:
 
 
 def _fed() -> Counter[str]:
-    """Per realm, the objects this invocation's events made dirty for the stream to deliver (applied, not parked):
-    records of the realm's to come. A stale event (a duplicate delivery, say) makes none."""
+    """Per realm, the objects this invocation's events made dirty (applied, not parked): records of the realm's
+    to come, or reconciled in this invocation already (a realm alone). A stale event (a duplicate delivery, say)
+    makes none."""
     return Counter(
         service().realm_of(e.tenant_id) for e in MARKS if e.outcome == "applied" and PARK_IN.get(e.event_id) is None
     )
@@ -244,6 +315,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     PARK_IN.clear()
     APPLIED.clear()
     PARKED.clear()
+    FRESH.clear()
+    INLINE.clear()
     try:
         prepare(records)
         WORKERS.expect(realms)  # the records still to start: a realm's coalescer waits for them to fill its batch

@@ -235,16 +235,26 @@ class SyncService:
         tenant = self._tenant(tenant_id)
         return tenant.realm_id if tenant is not None and tenant.realm_id else f"tenant:{tenant_id}"
 
-    def reconcile(self, tenant_id: str, object_key: str, *, follow: Follow | None = None) -> Outcome | None:
+    def reconcile(
+        self,
+        tenant_id: str,
+        object_key: str,
+        *,
+        follow: Follow | None = None,
+        claimed: Callable[[ObjectItem], None] | None = None,
+    ) -> Outcome | None:
         """Bring one object's QBO documents in line with its desired state. None if another worker has it.
 
         ``follow``: asked for each object that waited on this one, once this one syncs. When it answers yes, this
         worker takes the waiting object's lease as it wakes it, and reconciles it next: a copay waiting on its
         visit's invoice goes out in the next ``/batch`` call instead of coming back through the stream in a later
-        invocation. Otherwise (or if another worker holds it) the object is touched and the stream brings it."""
+        invocation. Otherwise (or if another worker holds it) the object is touched and the stream brings it.
+        ``claimed``: told the object's row as the lease was taken (before the reconcile)."""
         item = self.objects.claim(tenant_id, object_key, only_dirty=True)
         if item is None:
             return None
+        if claimed is not None:
+            claimed(item)
         outcome, woken = self._reconcile_claimed(item, follow, {})
         while woken:
             count("SyncFollowed")

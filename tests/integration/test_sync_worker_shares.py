@@ -56,12 +56,13 @@ def _records(items: list[ObjectItem] | list[EventItem]) -> dict[str, Any]:
 
 @pytest.fixture
 def handler(moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The sync worker's handler with a share of 2 and no realms seen yet."""
+    """The sync worker's handler with a share of 2, no realms seen yet and no rows claimed."""
     monkeypatch.setenv("SYNC_REALM_SHARE", "2")
     reset_settings_cache()
     from functions.sync_worker import handler
 
     monkeypatch.setattr(handler, "SHARES", handler.RealmShares())
+    monkeypatch.setattr(handler, "CLAIMED", handler.Claimed())
     yield handler
     reset_settings_cache()
 
@@ -275,6 +276,7 @@ def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same
     assert outcomes == ["applied"] * flood
     # Two (its share) were applied for the stream to deliver; the rest joined the realm's queue in the same write.
     # Those two are the realm's share of records to come, so the invocation handed none back from the queue.
+    # (Contended realms are not reconciled in the invocation that applied their events.)
     delivered = [o for o in objs if o.lease_until is None]
     parked = [o for o in objs if o.lease_until is not None]
     assert len(delivered) == 2 and len(parked) == flood - 2
@@ -291,6 +293,50 @@ def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same
     after = [_state("flooded", m) for m in range(flood)]
     assert sum(o.lease_until is None for o in after) == 3
     assert all(o.gsi2pk is None for o in after if o.lease_until is None)
+
+
+def test_an_events_object_is_reconciled_in_the_invocation_that_applied_it_and_its_record_costs_nothing(
+    handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The object an event of a realm alone makes dirty is reconciled straight away, not when the apply's stream
+    record comes back in a later invocation. That record, when it comes, shows the row the reconcile claimed: it
+    is skipped without a write. A later change to the object (a wake-up) is a record like any other."""
+    from shared.adapters.objects import ObjectRepository
+    from shared.services.sync import SyncService
+
+    _tenant("solo", "realm-1")
+    applied: list[ObjectItem] = []  # the rows as the apply left them: what its stream records show
+    reconcile = SyncService.reconcile
+
+    def snapshot(self: SyncService, tenant_id: str, object_key: str, **kw: Any) -> Any:
+        applied.append(ObjectItem.get(object_pk(tenant_id, object_key), "OBJ"))
+        return reconcile(self, tenant_id, object_key, **kw)
+
+    monkeypatch.setattr(SyncService, "reconcile", snapshot)
+    events = [_event("solo", n) for n in range(3)]
+    assert handler.lambda_handler(_records(events), lambda_context()) == {"batchItemFailures": []}
+    assert sorted(o.object_key for o in applied) == [f"appointment:a{n}" for n in range(3)]
+    assert all(not _state("solo", n).dirty and _state("solo", n).status == "skipped" for n in range(3))
+
+    claims: list[str] = []
+    claim = ObjectRepository.claim
+
+    def counted(self: ObjectRepository, tenant_id: str, object_key: str, *a: Any, **kw: Any) -> Any:
+        claims.append(object_key)
+        return claim(self, tenant_id, object_key, *a, **kw)
+
+    monkeypatch.setattr(ObjectRepository, "claim", counted)
+    assert all(o.dirty and o.lease_until is None for o in applied)  # records the stream delivers
+    assert handler.lambda_handler(_records(applied), lambda_context()) == {"batchItemFailures": []}
+    assert claims == []
+
+    woken = _state("solo", 1)
+    assert ObjectRepository.touch_item(woken, reason="appointment:a9 synced")
+    assert handler.lambda_handler(_records([*applied, _state("solo", 1)]), lambda_context()) == {
+        "batchItemFailures": []
+    }
+    assert claims == ["appointment:a1"]
+    assert not _state("solo", 1).dirty
 
 
 def test_realms_with_fewer_records_are_started_first(handler: Any) -> None:
