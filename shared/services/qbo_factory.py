@@ -17,8 +17,11 @@ from shared.domain.tenant import Tenant
 WORKERS = Workers()
 # At most this many writes that nothing can join before the batch budget refills go as single calls at once (an
 # invocation's last copays; a quiet realm's second write): a few requests of the 500 a minute instead of a batch
-# call of the 40, and no batch interval's wait.
-ALONE_MAX = 5
+# call of the 40, and no batch interval's wait. Half a batch: an invocation's partly empty last call no longer
+# spends a batch interval of the realm's budget, and the next invocation starts sooner. Measured on one realm's
+# 2,000 visits: 5 → 89.4-89.6 % of the ceiling at 0.086 HTTP calls per visit; 15 → 93.0 % at 0.106; 29 → 94.2 %
+# at 0.188 (near the 0.2 target, and beyond the request budget's burst of 8 the singles are spaced 0.125 s apart).
+ALONE_MAX = 15
 
 
 def default_client_factory(realm_id: str, *, workers: Workers = WORKERS) -> QboApi:
