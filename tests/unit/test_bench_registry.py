@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from bench.__main__ import main
@@ -18,3 +22,35 @@ def test_percentile_is_nearest_rank_from_below() -> None:
     assert _p([], 0.95) == 0.0
     assert _p([3.0, 1.0, 2.0], 0.5) == 2.0
     assert _p([float(i) for i in range(1, 101)], 0.95) == 96.0
+
+
+def test_each_benchmark_runs_in_a_fresh_interpreter_and_its_figures_come_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench.__main__ as runner
+
+    (tmp_path / "bench_probe.py").write_text(
+        "import os\n"
+        "from bench import benchmark\n"
+        "@benchmark('probe', group='probe', summary='the interpreter that ran it')\n"
+        "def probe(opts):\n"
+        "    return {'pid': os.getpid(), 'events': opts.events, 'quick': opts.quick}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(runner, "MODULES", (*runner.MODULES, "bench_probe"))
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    assert runner.main(["--only", "probe", "--events", "7"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = {line.split()[1]: line.split()[2] for line in table if line.startswith("probe")}
+    assert int(rows["pid"]) != os.getpid()  # not this process: a child of its own
+    assert rows["events"] == "7"
+    assert rows["quick"] == "False"
+    saved = json.loads((tmp_path / "results" / "probe.json").read_text())
+    assert saved["probe"]["pid"] == int(rows["pid"])
+
+
+def test_an_unknown_benchmark_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "no_such_bench"])
+    assert "no_such_bench" in capsys.readouterr().err
