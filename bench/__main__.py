@@ -76,9 +76,8 @@ def _run_alone(name: str, args: argparse.Namespace) -> dict[str, Any]:
     stack's logs)."""
     with tempfile.TemporaryDirectory(prefix="qbsync-bench-") as tmp:
         out = Path(tmp) / "figures.json"
-        cmd = [sys.executable, "-m", "bench", "--child", name, str(out), "--modules", args.modules]
-        cmd += ["--events", str(args.events)]
-        subprocess.run([*cmd, *(["--quick"] if args.quick else [])], check=True, cwd=ROOT)
+        options = ["--modules", args.modules, "--events", str(args.events), *(["--quick"] if args.quick else [])]
+        subprocess.run([sys.executable, "-m", "bench", "--child", name, str(out), *options], check=True, cwd=ROOT)
         figures: dict[str, Any] = json.loads(out.read_text())
         return figures
 
