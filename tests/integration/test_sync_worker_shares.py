@@ -276,13 +276,13 @@ def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same
     assert outcomes == ["applied"] * flood
     # Two (its share) were applied for the stream to deliver; the rest joined the realm's queue in the same write.
     # Those two are the realm's share of records to come, so the invocation handed none back from the queue.
-    # (Contended realms are not reconciled in the invocation that applied their events.)
+    # (A contended realm over its share is not reconciled in the invocation that applied its events.)
     delivered = [o for o in objs if o.lease_until is None]
     parked = [o for o in objs if o.lease_until is not None]
     assert len(delivered) == 2 and len(parked) == flood - 2
     assert all(o.lease_owner == "parked" and o.gsi2pk == "PARK#realm-1" for o in parked)
-    quiet = _state("quiet", 0)
-    assert quiet.dirty and quiet.lease_until is None
+    quiet = _state("quiet", 0)  # a light realm: reconciled where its event was applied
+    assert (quiet.status, quiet.dirty, quiet.lease_until) == ("skipped", False, None)
 
     # A newer event for a parked object is applied where it waits (the queue's lease stays on it). It was one
     # record of the realm's in this invocation, so the hand-back releases one more from the queue.
@@ -293,6 +293,42 @@ def test_a_contended_realms_events_past_its_share_park_their_objects_in_the_same
     after = [_state("flooded", m) for m in range(flood)]
     assert sum(o.lease_until is None for o in after) == 3
     assert all(o.gsi2pk is None for o in after if o.lease_until is None)
+
+
+def test_a_light_realm_is_reconciled_where_its_events_were_applied_and_a_flooded_one_is_not(handler: Any) -> None:
+    """All realms are contended, but a realm whose records in the invocation are within its share has its objects
+    reconciled in the invocation that applied its events: they do not wait for their records to come back behind a
+    flooded realm's. A realm that had more than its share lately keeps to the stream, even in an invocation where it
+    has few records (its writes wait on its own pacing and would hold the invocation)."""
+    _tenant("flooded", "realm-1")
+    _tenant("quiet", "realm-2")
+    first = [_event("flooded", n) for n in range(5)] + [_event("quiet", n) for n in range(2)]
+    assert handler.lambda_handler(_records(first), lambda_context()) == {"batchItemFailures": []}
+    assert [(_state("quiet", n).status, _state("quiet", n).dirty) for n in range(2)] == [("skipped", False)] * 2
+    assert all(_state("flooded", n).dirty for n in range(5))
+
+    later = [_event("flooded", 9), _event("quiet", 2)]
+    assert handler.lambda_handler(_records(later), lambda_context()) == {"batchItemFailures": []}
+    fresh = _state("flooded", 9)
+    assert (fresh.dirty, fresh.lease_until, fresh.status) == (True, None, "pending")  # for the stream to deliver
+    assert _state("quiet", 2).status == "skipped"
+
+
+def test_shares_tell_light_realms_from_flooded_ones(handler: Any) -> None:
+    from collections import Counter
+
+    shares = handler.RealmShares()
+    shares.begin(Counter({"light": 2, "flooded": 5}))  # share 2
+    assert [shares.admit("light") for _ in range(3)] == [True, True, False]
+    assert shares.light("light") and shares.inline("light")
+    assert shares.follows("light")  # its waiting objects follow past the share
+    assert not shares.light("flooded") and not shares.inline("flooded")
+    assert [shares.follows("flooded") for _ in range(3)] == [True, True, False]
+    shares.begin(Counter({"light": 1, "flooded": 1}))  # flooded lately: still not light
+    assert shares.inline("light") and not shares.inline("flooded")
+    shares.begin(Counter({"light": 1}))
+    shares.parked("light")  # a realm that parks is not light either
+    assert not shares.light("light")
 
 
 def test_an_events_object_is_reconciled_in_the_invocation_that_applied_it_and_its_record_costs_nothing(
