@@ -5,6 +5,7 @@ the other realms' records."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -315,8 +316,6 @@ def test_a_light_realm_is_reconciled_where_its_events_were_applied_and_a_flooded
 
 
 def test_shares_tell_light_realms_from_flooded_ones(handler: Any) -> None:
-    from collections import Counter
-
     shares = handler.RealmShares()
     shares.begin(Counter({"light": 2, "flooded": 5}))  # share 2
     assert [shares.admit("light") for _ in range(3)] == [True, True, False]
