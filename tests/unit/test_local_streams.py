@@ -110,10 +110,16 @@ def make_poller(fail_keys: set[str], **spec_kw: Any) -> tuple[StreamPoller, list
     return poller, batches, sqs
 
 
+def _cycles(poller: StreamPoller, n: int) -> None:
+    """``n`` polling cycles, each followed by the end of the batches it started (they run in delivery threads)."""
+    for _ in range(n):
+        poller.poll_once()
+        poller.join_deliveries()
+
+
 def test_parent_shard_is_finished_before_its_child() -> None:
     poller, batches, _ = make_poller(set())
-    for _ in range(5):
-        poller.poll_once()
+    _cycles(poller, 5)
 
     assert batches == [["p1", "p2"], ["c1"]]
     assert poller.shards["parent"].done and poller.shards["child"].checkpoint == "3"
@@ -123,7 +129,7 @@ def test_records_have_lambda_shape_with_base64_binary_and_epoch_time() -> None:
     poller, _, _ = make_poller(set())
     seen: list[dict[str, Any]] = []
     poller.runtime.invoke = lambda fn, event, container=0: seen.extend(event["Records"])  # type: ignore[method-assign]
-    poller.poll_once()
+    _cycles(poller, 1)
 
     rec = seen[0]
     assert rec["eventSourceARN"] == ARN and rec["eventSource"] == "aws:dynamodb"
@@ -134,7 +140,7 @@ def test_records_have_lambda_shape_with_base64_binary_and_epoch_time() -> None:
 def test_exhausted_retries_send_lambdas_on_failure_record_and_move_on() -> None:
     poller, batches, sqs = make_poller({"p2"}, maximum_retry_attempts=0, bisect_on_error=True)
     for _ in range(10):
-        poller.poll_once()
+        _cycles(poller, 1)
         for shard in poller.shards.values():
             for lane in shard.lanes:
                 lane.retry_at = 0.0  # skip the backoff
@@ -166,8 +172,7 @@ def test_a_batch_is_cut_at_lambdas_6_mb_payload_limit() -> None:
     huge = FakeStreams._rec(6, "c1")
     huge["dynamodb"]["NewImage"]["blob"] = {"B": b"\x00" * 5_000_000}
     streams.records = {"parent": big, "child": [huge]}
-    for _ in range(8):
-        poller.poll_once()
+    _cycles(poller, 8)
 
     assert batches == [["p1", "p2"], ["p3", "p4"], ["p5"], ["c1"]]
 
@@ -305,3 +310,62 @@ def test_an_invocation_still_running_at_its_timeout_logs_where_it_is(
     (at_timeout,) = [r.getMessage() for r in caplog.records if "still running at its Timeout" in r.getMessage()]
     assert "in stuck_in_here" in at_timeout
     assert any("longer than its Timeout of 1s" in r.getMessage() for r in caplog.records)
+
+
+def test_the_poller_reads_on_while_a_batch_runs_and_filtered_records_do_not_fill_its_buffer() -> None:
+    """As Lambda's pollers: the next batch is read while the function runs (no read between invocations), and
+    records the filter drops do not count against the BatchSize records read ahead."""
+    spec = EventSourceSpec(
+        logical_id="Esm",
+        function_id="Fn",
+        source_kind="dynamodb",
+        source_id="T",
+        batch_size=2,
+        filters=[{"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "m"}]}}}}],
+    )
+    streams = FakeStreams()
+    streams.records = {"parent": [], "child": [FakeStreams._rec(1, "m1"), FakeStreams._rec(2, "m2")]}
+    streams.closed = {"parent"}
+    reads: list[int] = []
+    get_records = streams.get_records
+
+    def limited(ShardIterator: str, Limit: int) -> dict[str, Any]:  # at most 4 records a read
+        shard, pos = ShardIterator.split(":")
+        resp = get_records(ShardIterator=ShardIterator, Limit=Limit)
+        resp["Records"] = resp["Records"][:4]
+        if resp["NextShardIterator"]:
+            resp["NextShardIterator"] = f"{shard}:{int(pos) + len(resp['Records'])}"
+        reads.append(len(resp["Records"]))
+        return resp
+
+    streams.get_records = limited  # type: ignore[method-assign]
+    runtime = Runtime({}, "us-east-1", "123456789012")
+    release, started = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def invoke(function_id: str, event: dict[str, Any], container: int = 0) -> Any:
+        batches.append([r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]])
+        started.set()
+        assert release.wait(5)
+        return {"batchItemFailures": []}
+
+    runtime.invoke = invoke  # type: ignore[method-assign]
+    poller = StreamPoller(
+        spec, ARN, streams_client=streams, sqs_client=FakeSqs(), on_failure_url=None, runtime=runtime, region="r"
+    )
+    poller._refresh_shards()
+    _cycles(poller, 1)  # the parent (empty, closed) is done
+    poller.poll_once()  # the child: m1, m2 read, their batch starts
+    assert started.wait(5)
+    more = [FakeStreams._rec(3 + i, f"f{i}") for i in range(5)] + [FakeStreams._rec(8, "m3"), FakeStreams._rec(9, "m4")]
+    streams.records["child"].extend(more)
+    poller.poll_once()  # f0-f3: all filtered, so the buffer still has room
+    poller.poll_once()  # f4, m3, m4
+    assert batches == [["m1", "m2"]]  # the first batch is still running...
+    assert poller.shards["child"].buffered == 4  # ...and the next one is read already
+    assert reads[-2:] == [4, 3]
+    poller.poll_once()
+    assert reads[-1] == 3  # two batches buffered: no more reading
+    release.set()
+    poller.join_deliveries()
+    assert batches == [["m1", "m2"], ["m3", "m4"]]
