@@ -87,10 +87,12 @@ class FakeSqs:
         self.sent.append(json.loads(MessageBody))
 
 
+def _spec(**kw: Any) -> EventSourceSpec:
+    return EventSourceSpec(logical_id="Esm", function_id="Fn", source_kind="dynamodb", source_id="T", **kw)
+
+
 def make_poller(fail_keys: set[str], **spec_kw: Any) -> tuple[StreamPoller, list[list[str]], FakeSqs]:
-    spec = EventSourceSpec(
-        logical_id="Esm", function_id="Fn", source_kind="dynamodb", source_id="T", batch_size=10, **spec_kw
-    )
+    spec = _spec(batch_size=10, **spec_kw)
     runtime = Runtime({}, "us-east-1", "123456789012")
     batches: list[list[str]] = []
 
@@ -179,15 +181,7 @@ def test_a_batch_is_cut_at_lambdas_6_mb_payload_limit() -> None:
 
 def _parallel_poller(factor: int, keys: list[str], invoke: Any) -> StreamPoller:
     """One closed shard holding a record per entry of ``keys`` (in that order), ParallelizationFactor ``factor``."""
-    spec = EventSourceSpec(
-        logical_id="Esm",
-        function_id="Fn",
-        source_kind="dynamodb",
-        source_id="T",
-        batch_size=3,
-        parallelization_factor=factor,
-        report_batch_item_failures=True,
-    )
+    spec = _spec(batch_size=3, parallelization_factor=factor, report_batch_item_failures=True)
     runtime = Runtime({}, "us-east-1", "123456789012")
     runtime.invoke = invoke  # type: ignore[method-assign]
     streams = FakeStreams()
@@ -314,15 +308,8 @@ def test_an_invocation_still_running_at_its_timeout_logs_where_it_is(
 
 def test_the_poller_reads_on_while_a_batch_runs_and_filtered_records_do_not_fill_its_buffer() -> None:
     """As Lambda's pollers: the next batch is read while the function runs (no read between invocations), and
-    records the filter drops do not count against the BatchSize records read ahead."""
-    spec = EventSourceSpec(
-        logical_id="Esm",
-        function_id="Fn",
-        source_kind="dynamodb",
-        source_id="T",
-        batch_size=2,
-        filters=[{"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "m"}]}}}}],
-    )
+    records the filter drops do not count against the read-ahead (the batch under way and the next one)."""
+    spec = _spec(batch_size=2, filters=[{"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "m"}]}}}}])
     streams = FakeStreams()
     streams.records = {"parent": [], "child": [FakeStreams._rec(1, "m1"), FakeStreams._rec(2, "m2")]}
     streams.closed = {"parent"}
