@@ -236,3 +236,30 @@ def test_a_last_write_goes_alone_instead_of_waiting_for_the_batch_budget(
         assert client.singles_sent == 1
     else:  # the next batch call, one batch interval later
         assert (after["batch"] - before["batch"], after["writes"] - before["writes"]) == (2, 0)
+
+
+def test_the_batch_budget_counts_from_when_a_paced_batch_left_not_from_when_it_was_formed(
+    realm_client: tuple[EmulatorControl, QboClient],
+) -> None:
+    """A batch that waited for the realm's batch budget (booked by another container) left late; a write right
+    after it would wait a whole interval for the next batch call, so it goes alone. Counting the interval from
+    when the batch was formed, the budget looked refilled and the write took the next batch call, an interval
+    later (a quiet realm's copays after its invoices)."""
+    control, realm_inner = realm_client
+    limits = pacing.PaceLimits(rate_per_period=500, max_inflight=10, batch_per_period=2, period_s=4.0)
+    interval = limits.gcra("batch")[0]  # 2 s
+    pacer = pacing.Pacer(realm_inner.realm_id, limits=limits)
+    inner = QboClient(realm_inner.realm_id, tokens=EmulatorTokens(control), pacer=pacer)
+    client = CoalescingClient(inner, max_items=30, linger_s=0.01, min_interval_s=interval, alone_max=5)
+    with pacer.acquire("batch"):
+        pass  # another container's batch call: this one's first waits an interval
+    before = control.stats(inner.realm_id)
+    with client.worker():
+        client.create("Customer", {"DisplayName": "Patient W1"}, request_id="w1")  # formed now, left ~2 s later
+        time.sleep(interval / 4)  # the copay's own work: past an interval from the forming, not from the leaving
+        copay = client.create("Customer", {"DisplayName": "Patient W2"}, request_id="w2")
+    after = control.stats(inner.realm_id)
+
+    assert copay["DisplayName"] == "Patient W2"
+    assert (after["batch"] - before["batch"], after["writes"] - before["writes"]) == (1, 1)
+    assert client.singles_sent == 1

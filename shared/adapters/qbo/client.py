@@ -306,6 +306,8 @@ class QboClient:
         try:
             with self._pacer.acquire(kind):
                 self.stats.http_calls += 1
+                if kind == "batch":
+                    self.stats.batch_started_at = time.monotonic()
                 return self._session.request(
                     method,
                     url,

@@ -218,7 +218,7 @@ class CoalescingClient:
                     # one or two writes.
                     filling = self.workers.coming(self.realm_id) >= self.max_items - len(self._queue)
                     deadline = arrived + (max(self.linger_s, self.min_interval_s) if filling else self.linger_s)
-                    spaced = now - self._last_flush >= self.min_interval_s
+                    spaced = now - self._spent_at() >= self.min_interval_s
                     ready = len(self._queue) >= self.max_items or (
                         spaced and (self.workers.running(self.realm_id) <= 0 or now >= deadline)
                     )
@@ -229,7 +229,7 @@ class CoalescingClient:
                         self._queue.remove(pending)
                         self.singles_sent += 1
                         break
-                    wake = max(deadline, self._last_flush + self.min_interval_s) - now
+                    wake = max(deadline, self._spent_at() + self.min_interval_s) - now
                     self._cond.wait(timeout=min(max(wake, 0.005), 0.25))
         if not pending.done.is_set():  # left the queue to go alone
             return alone()
@@ -239,6 +239,13 @@ class CoalescingClient:
         if pending.result.fault is not None:
             raise pending.result.fault
         return pending.result.entity or {}
+
+    def _spent_at(self) -> float:
+        """When the realm's batch budget was last spent: this coalescer's last batch was formed, or the latest
+        batch call left, after the realm's pacing (booked further ahead by another container's batch, or by a
+        refs load). Counted from the forming alone, a write right after a batch that waited for its slot saw the
+        budget refilled and took the next batch call, a whole interval later, instead of going alone."""
+        return max(self._last_flush, self.stats.batch_started_at)
 
     def _goes_alone(self, pending: _Pending, spaced: bool) -> bool:
         """A queued write waiting for the batch budget to refill, among at most ``alone_max``, that none of the

@@ -39,6 +39,7 @@ class CallStats:
     http_calls: int = 0
     throttled: int = 0
     retries_401: int = 0
+    batch_started_at: float = 0.0  # time.monotonic() when the latest /batch call left, after the realm's pacing
 
 
 class QboApi(Protocol):
