@@ -1,13 +1,16 @@
 """Per-realm cache of QBO list entries (items, classes, departments, payment methods, accounts, tax codes).
 
-One ``/batch`` of queries loads every list at once (one metered call per realm per refresh); the snapshot is
-kept in memory per container and in the ledger (RefItem) so other containers start warm. A lookup miss
+One ``/batch`` of queries loads every list at once (one metered call per realm per refresh); a list longer than
+QBO's page of 1,000 rows (a lab's item list, a large chart of accounts) is paged on with single queries. The
+snapshot is kept in memory per container and in the ledger (RefItem) so other containers start warm, unless it
+would not fit one item: then each container loads its own. A lookup miss
 refreshes once (at most every ``min_refresh_s``) before a missing mapping is reported, so an item created in
 QBO after the last load is found without a restart.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,9 +18,12 @@ from typing import Any
 
 from shared.adapters.dynamo import RefItem, bind_table
 from shared.adapters.objects import now_iso
-from shared.adapters.qbo.types import BatchOp, QboApi
+from shared.adapters.qbo.types import PAGE_SIZE, BatchOp, QboApi
+from shared.observability import count, logger
 
 LISTS = ("Item", "Class", "Department", "PaymentMethod", "Account", "TaxCode")
+# DynamoDB's item limit is 400 KB; the rest of the item and its attribute names need a little of it.
+STORED_MAX_BYTES = 380_000
 
 
 @dataclass
@@ -84,7 +90,9 @@ class RefCache:
     def refresh(self, client: QboApi) -> Snapshot:
         """Load every list in one /batch call and store the snapshot for other containers."""
         ops = [
-            BatchOp(bid=f"q{i}", operation="query", entity=e, body={"query": f"select * from {e} maxresults 1000"})
+            BatchOp(
+                bid=f"q{i}", operation="query", entity=e, body={"query": f"select * from {e} maxresults {PAGE_SIZE}"}
+            )
             for i, e in enumerate(LISTS)
         ]
         results = client.batch(ops)
@@ -92,21 +100,38 @@ class RefCache:
         for entity, res in zip(LISTS, results, strict=True):
             if res.fault is not None:
                 raise res.fault
-            for row in res.rows:
-                _index(snap, entity, row)
+            page, read = res.rows, 0
+            while True:
+                for row in page:
+                    _index(snap, entity, row)
+                read += len(page)
+                if len(page) < PAGE_SIZE:  # QBO pages until a short page (qbo-api.md, query paging)
+                    break
+                page = client.query(f"select * from {entity} startposition {read + 1} maxresults {PAGE_SIZE}")
         self._snapshots[client.realm_id] = snap
         self.loads += 1
+        self._store(client.realm_id, snap)
+        return snap
+
+    @staticmethod
+    def _store(realm_id: str, snap: Snapshot) -> None:
+        data = {"by_id": snap.by_id, "loaded_at": snap.loaded_at}
+        size = len(json.dumps(data, separators=(",", ":")).encode())
+        if size > STORED_MAX_BYTES:
+            # Kept in this container only: the lists are loaded again by each new container (one refresh each).
+            logger().warning("reference lists too large to share", extra={"realm_id": realm_id, "bytes": size})
+            count("RefSnapshotNotStored")
+            return
         RefItem(
-            f"REALM#{client.realm_id}",
+            f"REALM#{realm_id}",
             "REF#SNAPSHOT",
             rtype="ref",
             entity="*",
             key="snapshot",
             qbo_id="-",
-            data={"by_id": snap.by_id, "loaded_at": snap.loaded_at},
+            data=data,
             fetched_at=now_iso(),
         ).save()
-        return snap
 
     def _load_stored(self, realm_id: str) -> Snapshot | None:
         try:

@@ -7,6 +7,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
+from shared.adapters import refs
+from shared.adapters.dynamo import RefItem
 from shared.adapters.qbo.types import BatchOp, BatchResult
 from shared.adapters.refs import LISTS, RefCache
 
@@ -69,3 +73,55 @@ def test_a_miss_refreshes_once_for_all_threads(moto_aws: dict[str, str]) -> None
 
     assert client.batches == 2  # the first load and one shared refresh
     assert found == [None] * 20
+
+
+class LongListClient(ListsClient):
+    """A lab's company: 2,345 items. A query answers at most 1,000 rows a page, as QBO does."""
+
+    ITEMS = [{"Id": str(i), "Name": f"CPT {i:05d}", "Active": True} for i in range(1, 2346)]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    def batch(self, ops: list[BatchOp], **_: Any) -> list[BatchResult]:
+        return [BatchResult(bid=op.bid, rows=self._page(op.entity, op.body["query"])) for op in ops]
+
+    def query(self, statement: str, **_: Any) -> list[dict[str, Any]]:
+        self.queries.append(statement)
+        return self._page(statement.split()[3], statement)
+
+    def _page(self, entity: str, statement: str) -> list[dict[str, Any]]:
+        words = statement.lower().split()
+        start = int(words[words.index("startposition") + 1]) if "startposition" in words else 1
+        size = int(words[words.index("maxresults") + 1])
+        assert size <= 1000
+        rows = self.ITEMS if entity == "Item" else []
+        return rows[start - 1 : start - 1 + size]
+
+
+def test_a_list_longer_than_a_query_page_is_paged_to_its_end(moto_aws: dict[str, str]) -> None:
+    client, cache = LongListClient(), RefCache()
+
+    assert cache.lookup(client, "Item", "CPT 02345") == {"Id": "2345", "Name": "CPT 02345", "Active": True}  # type: ignore[arg-type]
+    assert cache.lookup(client, "Item", "CPT 01001") is not None  # type: ignore[arg-type]
+    assert client.queries == [
+        "select * from Item startposition 1001 maxresults 1000",
+        "select * from Item startposition 2001 maxresults 1000",
+    ]  # the batch's first page, then single queries for the rest; the short lists in the batch alone
+    assert len(cache.rows(client, "Item")) == 2345  # type: ignore[arg-type]
+
+
+def test_lists_too_large_for_one_ledger_item_stay_in_the_container(
+    moto_aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(refs, "STORED_MAX_BYTES", 50_000)  # 2,345 items take about 100 KB
+    client, cache = LongListClient(), RefCache()
+
+    assert cache.lookup(client, "Item", "CPT 02000") is not None  # type: ignore[arg-type]
+    with pytest.raises(RefItem.DoesNotExist):
+        RefItem.get("REALM#realm-1", "REF#SNAPSHOT")
+    # Small enough, the snapshot is shared through the ledger.
+    monkeypatch.setattr(refs, "STORED_MAX_BYTES", 380_000)
+    RefCache().refresh(client)  # type: ignore[arg-type]
+    assert len(RefItem.get("REALM#realm-1", "REF#SNAPSHOT").data["by_id"]["Item"]) == 2345

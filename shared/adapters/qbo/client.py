@@ -21,7 +21,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from shared.adapters.qbo.faults import QboPermanent, QboRetryable, QboThrottled, classify
-from shared.adapters.qbo.types import BatchOp, BatchResult, CallStats
+from shared.adapters.qbo.types import PAGE_SIZE, BatchOp, BatchResult, CallStats
 from shared.config import Settings, get_settings
 from shared.observability import count, logger
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from shared.adapters.qbo.pacing import Pacer
 
 MINOR_VERSION = "75"
-PAGE_SIZE = 1000
 MAX_REQUEST_ID = 50
 MAX_BATCH_REQUEST_ID = 36
 MAX_BID = 10

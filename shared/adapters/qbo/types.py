@@ -9,6 +9,8 @@ from typing import Any, Literal, Protocol
 from shared.adapters.qbo.faults import QboFault
 
 Operation = Literal["create", "update", "delete", "void", "query"]
+# QBO's largest MAXRESULTS: a query returns at most this many rows a page (qbo-api.md, query paging).
+PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
