@@ -3,9 +3,9 @@
 One ``/batch`` of queries loads every list at once (one metered call per realm per refresh); a list longer than
 QBO's page of 1,000 rows (a lab's item list, a large chart of accounts) is paged on with single queries. The
 snapshot is kept in memory per container and in the ledger (RefItem) so other containers start warm, unless it
-would not fit one item: then each container loads its own. A lookup miss
-refreshes once (at most every ``min_refresh_s``) before a missing mapping is reported, so an item created in
-QBO after the last load is found without a restart.
+would not fit one item: then each container loads its own. A lookup miss refreshes once (at most every
+``min_refresh_s``) before a missing mapping is reported, so an item created in QBO after the last load is found
+without a restart.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class RefCache:
         return self.refresh(client)
 
     def refresh(self, client: QboApi) -> Snapshot:
-        """Load every list in one /batch call and store the snapshot for other containers."""
+        """Load every list in one /batch call (and single queries for pages past a list's first) and store the
+        snapshot for other containers."""
         ops = [
             BatchOp(
                 bid=f"q{i}", operation="query", entity=e, body={"query": f"select * from {e} maxresults {PAGE_SIZE}"}
