@@ -1,6 +1,6 @@
 """A fresh container: forget every per-process cache.
 
-In Lambda a container's caches (settings, boto3 clients, the table binding, secret values, pacers, the OAuth
+In Lambda a container's caches (settings, AWS clients, the table binding, secret values, pacers, the OAuth
 client, handler singletons) live exactly as long as its environment, so nothing ever needs this. The local stack
 does: it runs one stack after another in one process (tests), each with new endpoints, and calls this when a
 stack starts and stops so every function behaves like a cold start.
