@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import MODULES, REGISTRY, Options
+from bench.baseline import versus
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         figures = _run_alone(b.name, args)
         by_group[b.group][b.name] = {"summary": b.summary, **figures}
         rows.extend((b.name, k, _fmt(v)) for k, v in figures.items() if not isinstance(v, dict | list))
+    ratios = versus(by_group.get("throughput", {}))
+    if ratios:
+        by_group["throughput"]["qbsync_vs_baseline"] = {"summary": "qbsync ÷ naive baseline, this run", **ratios}
+        rows.extend(("qbsync_vs_baseline", k, _fmt(v)) for k, v in ratios.items())
     RESULTS.mkdir(exist_ok=True)
     meta = {
         "python": platform.python_version(),

@@ -66,9 +66,12 @@ def run_throughput(visits: int, patients: int) -> dict[str, Any]:
     synced = {o.object_key for o in objs if o.status == "synced"}
     pairs = sum(1 for aid in sc.copaid if f"appointment:{aid}" in synced and f"payment:copay-{aid}" in synced)
     per_min = pairs / elapsed * 60
-    # Sustained: the realm's write window, first to last batch call (ingest and event application before the
-    # first write are the webhook latency, measured by the ingest benchmark).
-    window = (batches[-1]["time"] - batches[0]["time"]) if len(batches) > 1 else elapsed
+    # Sustained: the realm's write window, from the first batch call, one batch interval per call (ingest and
+    # event application before the first write are the webhook latency, measured by the ingest benchmark). The
+    # first to the last call span one interval less than the calls they carry: counted so until session 17, the
+    # rate read about 0.7 % high.
+    n = len(batches)
+    window = (batches[-1]["time"] - batches[0]["time"]) * n / (n - 1) if n > 1 else elapsed
     sustained = pairs / max(window, 1e-9) * 60
     ceiling = BATCH_CALLS_PER_MIN * BATCH_ITEMS / WRITES_PER_VISIT
     out = {

@@ -54,3 +54,44 @@ def test_an_unknown_benchmark_is_named(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["--only", "no_such_bench"])
     assert "no_such_bench" in capsys.readouterr().err
+
+
+def test_one_run_of_the_baseline_and_the_realm_throughput_reports_their_ratios(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench.__main__ as runner
+
+    (tmp_path / "bench_pair.py").write_text(
+        "from bench import benchmark\n"
+        "@benchmark('naive_baseline', group='throughput', summary='stand-in')\n"
+        "def base(opts):\n"
+        "    return {'visits_per_min': 125.0, 'http_calls_per_visit': 4.0, 'metered_reads_per_visit': 2.0}\n"
+        "@benchmark('realm_throughput', group='throughput', summary='stand-in')\n"
+        "def ours(opts):\n"
+        "    return {'pairs_per_min_sustained': 562.5, 'pairs_per_min_end_to_end': 500.0,\n"
+        "            'http_calls_per_visit': 0.1, 'metered_reads_per_visit': 0.0}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(runner, "MODULES", (*runner.MODULES, "bench_pair"))
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    assert runner.main(["--only", "naive_baseline", "realm_throughput"]) == 0
+    rows = {
+        line.split()[1]: line.split()[2]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("qbsync_vs_baseline")
+    }
+    assert rows == {
+        "throughput_ratio_sustained": "4.500",
+        "throughput_ratio_end_to_end": "4.000",
+        "http_calls_per_visit_ratio": "0.025",
+        "metered_reads_per_visit_ratio": "0.000",
+    }
+    saved = json.loads((tmp_path / "results" / "throughput.json").read_text())
+    assert saved["qbsync_vs_baseline"]["throughput_ratio_sustained"] == 4.5
+
+
+def test_no_ratios_without_both_benchmarks() -> None:
+    from bench.baseline import versus
+
+    assert versus({"realm_throughput": {"pairs_per_min_sustained": 500.0}}) == {}
