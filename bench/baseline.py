@@ -87,11 +87,11 @@ def post_visit_naively(qb: Any, visit: dict[str, Any], items: dict[str, str]) ->
 @benchmark("naive_baseline", group="throughput", summary="python-quickbooks, one visit at a time, QBO limits on")
 def naive_baseline(opts: Options) -> dict[str, Any]:
     from infra.demo.company import PT_ITEMS, setup_company
-    from infra.qbo_emulator import EmulatorServer
+    from infra.local.system import EmulatorProcess
 
     os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
     budget_s = 60.0 if opts.quick else 180.0  # whole minutes of QBO's one-minute window
-    server = EmulatorServer(port=0).start()
+    server = EmulatorProcess().start()  # as for qbsync's runs: QuickBooks is not in the client's process
     try:
         control = server.control
         control.register_app("bench-app", "bench-secret", ["http://127.0.0.1/cb"])

@@ -32,7 +32,7 @@ def _run(realms: int, visits: int, flood: int) -> dict[str, Any]:
     from shared.adapters.dynamo import ObjectItem, bind_table
     from shared.services.tenants import update_tenant
 
-    with LocalSystem(schedules_enabled=False, emulator_limits=True, quiet=True) as system:
+    with LocalSystem(schedules_enabled=False, emulator_limits=True, emulator_process=True, quiet=True) as system:
         tenants = []
         for i in range(realms):
             tid = f"fair-{i:02d}"

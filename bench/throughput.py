@@ -33,7 +33,7 @@ def run_throughput(visits: int, patients: int) -> dict[str, Any]:
 
     # Schedules (CDC and retry sweeps) are maintenance, not the sync path: off, so they neither add metered
     # reads nor keep the stack from going idle.
-    with LocalSystem(schedules_enabled=False, emulator_limits=True, quiet=True) as system:
+    with LocalSystem(schedules_enabled=False, emulator_limits=True, emulator_process=True, quiet=True) as system:
         control = system.control
         realm, secret = onboard(system, TENANT, "Bench PT")
         update_tenant(TENANT, changes={"unapplied_copay_policy": "hold"})

@@ -10,14 +10,68 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
+from infra.local.aws import free_port
 from infra.local.stack import LocalStack
 from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class EmulatorProcess:
+    """The QBO emulator in a process of its own (``python -m infra.qbo_emulator``), with ``EmulatorServer``'s
+    ``url`` / ``control`` / ``stop``. QuickBooks is a remote service: in the local system's process its request
+    handling would share one interpreter lock with every handler, and a flooded realm's QBO traffic would slow
+    the other realms' handlers on this machine as it never does on AWS. The benchmarks run it so."""
+
+    def __init__(self, host: str = "127.0.0.1", timeout_s: float = 30.0) -> None:
+        self.host = host
+        self.timeout_s = timeout_s
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def control(self) -> EmulatorControl:
+        return EmulatorControl(self.url)
+
+    def start(self) -> EmulatorProcess:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "infra.qbo_emulator", "--host", self.host, "--port", str(self.port)]
+        self._proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"the QBO emulator exited with {self._proc.returncode} before it listened")
+            try:
+                requests.get(f"{self.url}/.well-known/openid_configuration", timeout=1).raise_for_status()
+                return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the QBO emulator did not listen on {self.url} within {self.timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
 
 
 class LocalSystem:
@@ -30,25 +84,29 @@ class LocalSystem:
         schedule_interval_override_s: float | None = None,
         webhook_format: str = "cloudevents",
         emulator_limits: bool = True,
+        emulator_process: bool = False,
         quiet: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
+        """``emulator_process``: run the QBO emulator in a process of its own (``EmulatorProcess``) instead of a
+        thread of this one; its in-process state (``emulator.emulator``) is then out of reach."""
         self.template = Path(template)
         self.use_ddb_local = use_ddb_local
         self.schedules_enabled = schedules_enabled
         self.schedule_interval_override_s = schedule_interval_override_s
         self.webhook_format = webhook_format
         self.emulator_limits = emulator_limits
+        self.emulator_process = emulator_process
         self.quiet = quiet  # handlers log warnings only (the demo prints its own summary)
         self.env = dict(env or {})  # extra environment for every function (settings, e.g. RETRY_BASE_S)
         self.client_id = "qbsync-local-app"
         self.client_secret = secrets.token_urlsafe(24)
         self.verifier_token = secrets.token_urlsafe(24)
-        self.emulator: EmulatorServer | None = None
+        self.emulator: EmulatorServer | EmulatorProcess | None = None
         self.stack: LocalStack | None = None
 
     def start(self) -> LocalSystem:
-        self.emulator = EmulatorServer(port=0).start()
+        self.emulator = (EmulatorProcess() if self.emulator_process else EmulatorServer(port=0)).start()
         self.stack = LocalStack(
             self.template,
             use_ddb_local=self.use_ddb_local,
