@@ -24,6 +24,9 @@ from shared.observability import count, logger
 LISTS = ("Item", "Class", "Department", "PaymentMethod", "Account", "TaxCode")
 # DynamoDB's item limit is 400 KB; the rest of the item and its attribute names need a little of it.
 STORED_MAX_BYTES = 380_000
+# Pages of a long list after the batch's first (1,000 rows each): beyond 100,000 rows the query logs that it
+# stopped, and entries past it are reported unmapped.
+MAX_PAGES = 99
 
 
 @dataclass
@@ -101,14 +104,11 @@ class RefCache:
         for entity, res in zip(LISTS, results, strict=True):
             if res.fault is not None:
                 raise res.fault
-            page, read = res.rows, 0
-            while True:
-                for row in page:
-                    _index(snap, entity, row)
-                read += len(page)
-                if len(page) < PAGE_SIZE:  # QBO pages until a short page (qbo-api.md, query paging)
-                    break
-                page = client.query(f"select * from {entity} startposition {read + 1} maxresults {PAGE_SIZE}")
+            rows = list(res.rows)
+            if len(rows) >= PAGE_SIZE:  # a full page: more may follow (qbo-api.md, query paging)
+                rows += client.query(f"select * from {entity}", start=len(rows) + 1, max_pages=MAX_PAGES)
+            for row in rows:
+                _index(snap, entity, row)
         self._snapshots[client.realm_id] = snap
         self.loads += 1
         self._store(client.realm_id, snap)

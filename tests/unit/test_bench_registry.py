@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,22 +25,32 @@ def test_percentile_is_nearest_rank_from_below() -> None:
     assert _p([float(i) for i in range(1, 101)], 0.95) == 96.0
 
 
+def _with_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, source: str) -> Any:
+    """``bench.__main__`` with one more benchmark module (``source``), visible to its child interpreters too,
+    writing its results under ``tmp_path``."""
+    import bench.__main__ as runner
+
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(runner, "MODULES", (*runner.MODULES, name))
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    return runner
+
+
 def test_each_benchmark_runs_in_a_fresh_interpreter_and_its_figures_come_back(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import bench.__main__ as runner
-
-    (tmp_path / "bench_probe.py").write_text(
+    runner = _with_module(
+        monkeypatch,
+        tmp_path,
+        "bench_probe",
         "import os\n"
         "from bench import benchmark\n"
         "@benchmark('probe', group='probe', summary='the interpreter that ran it')\n"
         "def probe(opts):\n"
-        "    return {'pid': os.getpid(), 'events': opts.events, 'quick': opts.quick}\n"
+        "    return {'pid': os.getpid(), 'events': opts.events, 'quick': opts.quick}\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr(runner, "MODULES", (*runner.MODULES, "bench_probe"))
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
     assert runner.main(["--only", "probe", "--events", "7"]) == 0
     table = capsys.readouterr().out.splitlines()
     rows = {line.split()[1]: line.split()[2] for line in table if line.startswith("probe")}
@@ -59,9 +70,10 @@ def test_an_unknown_benchmark_is_named(capsys: pytest.CaptureFixture[str]) -> No
 def test_one_run_of_the_baseline_and_the_realm_throughput_reports_their_ratios(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import bench.__main__ as runner
-
-    (tmp_path / "bench_pair.py").write_text(
+    runner = _with_module(
+        monkeypatch,
+        tmp_path,
+        "bench_pair",
         "from bench import benchmark\n"
         "@benchmark('naive_baseline', group='throughput', summary='stand-in')\n"
         "def base(opts):\n"
@@ -69,12 +81,8 @@ def test_one_run_of_the_baseline_and_the_realm_throughput_reports_their_ratios(
         "@benchmark('realm_throughput', group='throughput', summary='stand-in')\n"
         "def ours(opts):\n"
         "    return {'pairs_per_min_sustained': 562.5, 'pairs_per_min_end_to_end': 500.0,\n"
-        "            'http_calls_per_visit': 0.1, 'metered_reads_per_visit': 0.0}\n"
+        "            'http_calls_per_visit': 0.1, 'metered_reads_per_visit': 0.0}\n",
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr(runner, "MODULES", (*runner.MODULES, "bench_pair"))
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
     assert runner.main(["--only", "naive_baseline", "realm_throughput"]) == 0
     rows = {
         line.split()[1]: line.split()[2]

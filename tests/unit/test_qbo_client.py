@@ -163,6 +163,20 @@ def test_query_pages_by_1000_with_post_application_text(rsps: responses.Requests
     assert client.stats.reads == 2
 
 
+def test_query_pages_on_from_a_start_position(rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{API}/query", json={"QueryResponse": {"Item": [{"Id": str(i)} for i in range(1000)]}})
+    rsps.post(f"{API}/query", json={"QueryResponse": {"Item": [{"Id": "last"}]}})
+    client, _, _ = make_client()
+
+    rows = client.query("select * from Item", start=1001)
+
+    assert len(rows) == 1001
+    assert [c.request.body.decode() for c in rsps.calls] == [
+        "select * from Item STARTPOSITION 1001 MAXRESULTS 1000",
+        "select * from Item STARTPOSITION 2001 MAXRESULTS 1000",
+    ]
+
+
 def test_query_with_no_match_returns_empty_list(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{API}/query", json={"QueryResponse": {}, "time": "t"})
     client, _, _ = make_client()

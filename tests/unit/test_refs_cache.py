@@ -82,14 +82,16 @@ class LongListClient(ListsClient):
 
     def __init__(self) -> None:
         super().__init__()
-        self.queries: list[str] = []
+        self.queries: list[tuple[str, int]] = []
 
     def batch(self, ops: list[BatchOp], **_: Any) -> list[BatchResult]:
         return [BatchResult(bid=op.bid, rows=self._page(op.entity, op.body["query"])) for op in ops]
 
-    def query(self, statement: str, **_: Any) -> list[dict[str, Any]]:
-        self.queries.append(statement)
-        return self._page(statement.split()[3], statement)
+    def query(self, statement: str, *, max_pages: int = 10, start: int = 1) -> list[dict[str, Any]]:
+        """``QboClient.query``'s contract: the rows from ``start`` on, in pages (tests/unit/test_qbo_client.py)."""
+        self.queries.append((statement, start))
+        rows = self.ITEMS if statement.split()[3] == "Item" else []
+        return rows[start - 1 : start - 1 + max_pages * 1000]
 
     def _page(self, entity: str, statement: str) -> list[dict[str, Any]]:
         words = statement.lower().split()
@@ -105,10 +107,8 @@ def test_a_list_longer_than_a_query_page_is_paged_to_its_end(moto_aws: dict[str,
 
     assert cache.lookup(client, "Item", "CPT 02345") == {"Id": "2345", "Name": "CPT 02345", "Active": True}  # type: ignore[arg-type]
     assert cache.lookup(client, "Item", "CPT 01001") is not None  # type: ignore[arg-type]
-    assert client.queries == [
-        "select * from Item startposition 1001 maxresults 1000",
-        "select * from Item startposition 2001 maxresults 1000",
-    ]  # the batch's first page, then single queries for the rest; the short lists in the batch alone
+    assert client.queries == [("select * from Item", 1001)]  # the batch's first page, then the rest paged
+    # the short lists came whole in the batch
     assert len(cache.rows(client, "Item")) == 2345  # type: ignore[arg-type]
 
 

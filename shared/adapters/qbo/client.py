@@ -133,8 +133,9 @@ class QboClient:
         """Read by Id. Raises QboNotFound (404 / 610) when it does not exist."""
         return _unwrap(self._call("GET", f"{entity.lower()}/{qbo_id}"), entity)
 
-    def query(self, statement: str, *, max_pages: int = 10) -> list[dict[str, Any]]:
-        """Run a query, paging ``STARTPOSITION``/``MAXRESULTS 1000`` until a short page (or ``max_pages``).
+    def query(self, statement: str, *, max_pages: int = 10, start: int = 1) -> list[dict[str, Any]]:
+        """Run a query, paging ``STARTPOSITION``/``MAXRESULTS 1000`` from row ``start`` until a short page (or
+        ``max_pages``).
 
         A statement that pages itself, or ``SELECT COUNT(*)`` (returned as ``[{"totalCount": n}]``), is one
         call. Raises QboFault.
@@ -146,7 +147,7 @@ class QboClient:
             return _rows(self._query_page(statement))
         out: list[dict[str, Any]] = []
         for page in range(max_pages):
-            paged = f"{statement} STARTPOSITION {page * PAGE_SIZE + 1} MAXRESULTS {PAGE_SIZE}"
+            paged = f"{statement} STARTPOSITION {start + page * PAGE_SIZE} MAXRESULTS {PAGE_SIZE}"
             rows = _rows(self._query_page(paged))
             out.extend(rows)
             if len(rows) < PAGE_SIZE:

@@ -181,8 +181,8 @@ class CoalescingClient:
     def read(self, entity: str, qbo_id: str) -> dict[str, Any]:
         return self.inner.read(entity, qbo_id)
 
-    def query(self, statement: str, *, max_pages: int = 10) -> list[dict[str, Any]]:
-        return self.inner.query(statement, max_pages=max_pages)
+    def query(self, statement: str, *, max_pages: int = 10, start: int = 1) -> list[dict[str, Any]]:
+        return self.inner.query(statement, max_pages=max_pages, start=start)
 
     def batch(self, ops: list[BatchOp], *, request_id: str | None = None) -> list[BatchResult]:
         return self.inner.batch(ops, request_id=request_id)
