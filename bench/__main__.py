@@ -53,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     selected = [b for b in REGISTRY.values() if args.only is None or b.name in args.only]
     by_group: dict[str, dict[str, Any]] = defaultdict(dict)
     rows: list[tuple[str, str, str]] = []
+    failed = []
     for b in selected:
         print(f"running {b.name} ...", file=sys.stderr, flush=True)
-        figures = _run_alone(b.name, args)
+        try:
+            figures = _run_alone(b.name, args)
+        except subprocess.CalledProcessError as e:  # its traceback is on stderr; the others still run and print
+            failed.append(b.name)
+            figures = {"error": f"exited with {e.returncode}"}
         by_group[b.group][b.name] = {"summary": b.summary, **figures}
         rows.extend((b.name, k, _fmt(v)) for k, v in figures.items() if not isinstance(v, dict | list))
     ratios = versus(by_group.get("throughput", {}))
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps({"meta": meta, "options": vars(opts), **results}, indent=2, default=str) + "\n")
         print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}", file=sys.stderr)
     _table(rows)
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _run_alone(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -45,8 +45,9 @@ class Context:  # what Powertools reads from Lambda's context (no import of the 
 event = json.load(open(sys.argv[1]))
 t = time.perf_counter()
 result = lambda_handler(event, Context())
-print(json.dumps({"rss_mb": rss(), "import_rss_mb": after_import, "seconds": time.perf_counter() - t,
-                  "failures": len((result or {}).get("batchItemFailures", []))}))
+# To a file: on stdout the figures could interleave with a log line from one of the handler's threads.
+json.dump({"rss_mb": rss(), "import_rss_mb": after_import, "seconds": time.perf_counter() - t,
+           "failures": len((result or {}).get("batchItemFailures", []))}, open(sys.argv[2], "w"))
 """
 
 
@@ -82,22 +83,24 @@ def _stream_records(system: Any) -> list[dict[str, Any]]:
 def _run_child(env: dict[str, str], records: list[dict[str, Any]]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"Records": records}, f)
+    figures = Path(f"{f.name}.out")
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, f.name],
+            [sys.executable, "-c", CHILD, f.name, str(figures)],
             check=False,
             env={**env, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "POWERTOOLS_LOG_LEVEL": "ERROR"},
             cwd=ROOT,
             capture_output=True,
             text=True,
-            errors="replace",  # the child's own output is read for its last line only
+            errors="replace",  # the child's own output is read for its error only
             timeout=900,
         )
+        if proc.returncode:
+            raise RuntimeError(f"sync worker child failed: {proc.stderr.strip().splitlines()[-1:]}")
+        return dict(json.loads(figures.read_text()))
     finally:
         Path(f.name).unlink()
-    if proc.returncode:
-        raise RuntimeError(f"sync worker child failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        figures.unlink(missing_ok=True)
 
 
 def _measure(system: Any, size: int) -> dict[str, Any]:

@@ -103,3 +103,28 @@ def test_no_ratios_without_both_benchmarks() -> None:
     from bench.baseline import versus
 
     assert versus({"realm_throughput": {"pairs_per_min_sustained": 500.0}}) == {}
+
+
+def test_a_failing_benchmark_is_reported_and_the_others_still_print(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = _with_module(
+        monkeypatch,
+        tmp_path,
+        "bench_mixed",
+        "from bench import benchmark\n"
+        "@benchmark('breaks', group='mixed', summary='raises')\n"
+        "def breaks(opts):\n"
+        "    raise RuntimeError('no figures')\n"
+        "@benchmark('works', group='mixed', summary='a figure')\n"
+        "def works(opts):\n"
+        "    return {'answer': 42}\n",
+    )
+    assert runner.main(["--only", "breaks", "works"]) == 1
+    out = capsys.readouterr()
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.out.splitlines() if line.startswith(("br", "wo"))}
+    assert rows[("works", "answer")] == ["42"]
+    assert rows[("breaks", "error")] == ["exited", "with", "1"]
+    assert "failed: breaks" in out.err
+    saved = json.loads((tmp_path / "results" / "mixed.json").read_text())
+    assert saved["works"]["answer"] == 42
