@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def test_the_local_system_can_run_the_emulator_in_a_process_of_its_own() -> None
     finally:
         emulator.stop()
     assert pid is not None
+    with pytest.raises(ProcessLookupError):  # stopped and reaped
+        os.kill(pid, 0)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{emulator.url}/.well-known/openid_configuration", timeout=2)
 
