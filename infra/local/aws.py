@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,6 @@ class DynamoDBLocal:
         # A file, not a pipe: nobody reads Java's chatter while it runs, and a full pipe would block it.
         self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         lib = self.jar.parent / "DynamoDBLocal_lib"
-        # Only the main thread lives as long as the process, so only it may tie the child's life to its own.
-        die_with_parent = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
             [
                 java,
@@ -162,7 +161,7 @@ class DynamoDBLocal:
             cwd=self.jar.parent,
             stdout=subprocess.DEVNULL,
             stderr=self._errors,
-            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent(),  # noqa: PLW1509
         )
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -192,20 +191,32 @@ class DynamoDBLocal:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_child(proc, timeout_s=5)
         if self._errors is not None:
             self._errors.close()
             self._errors = None
 
 
+def stop_child(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    """Stop a child server: SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that ties a child server's life to this process: only the main thread lives as long as
+    the process, so only it may (None from any other thread)."""
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
+
+
 def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM DynamoDB Local if this process dies without running its cleanup."""
+    """Ask Linux to SIGTERM the child if this process dies without running its cleanup."""
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -12,13 +12,12 @@ import json
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from infra.local.aws import free_port
+from infra.local.aws import die_with_parent, stop_child
 from infra.local.stack import LocalStack
 from infra.qbo_emulator import EmulatorServer
 from infra.qbo_emulator.control import EmulatorControl
@@ -30,48 +29,47 @@ class EmulatorProcess:
     """The QBO emulator in a process of its own (``python -m infra.qbo_emulator``), with ``EmulatorServer``'s
     ``url`` / ``control`` / ``stop``. QuickBooks is a remote service: in the local system's process its request
     handling would share one interpreter lock with every handler, and a flooded realm's QBO traffic would slow
-    the other realms' handlers on this machine as it never does on AWS. The benchmarks run it so."""
+    the other realms' handlers on this machine as it never does on AWS. The benchmarks run it so.
+
+    The child binds a free port itself and writes its URLs as one JSON line when it serves (``--json``), to a file
+    rather than a pipe nobody reads; like DynamoDB Local it is stopped by ``stop`` or by the kernel if we die."""
 
     def __init__(self, host: str = "127.0.0.1", timeout_s: float = 30.0) -> None:
         self.host = host
         self.timeout_s = timeout_s
-        self.port = 0
+        self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        self._out: Any = None
 
     @property
     def control(self) -> EmulatorControl:
         return EmulatorControl(self.url)
 
     def start(self) -> EmulatorProcess:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "infra.qbo_emulator", "--host", self.host, "--port", str(self.port)]
-        self._proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "infra.qbo_emulator", "--host", self.host, "--port", "0", "--json"]
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        self._proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, preexec_fn=die_with_parent())  # noqa: PLW1509
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"the QBO emulator exited with {self._proc.returncode} before it listened")
-            try:
-                requests.get(f"{self.url}/.well-known/openid_configuration", timeout=1).raise_for_status()
+            self._out.seek(0)
+            line = self._out.readline()
+            if line.endswith(b"\n"):
+                self.url = json.loads(line)["url"]
                 return self
-            except requests.RequestException:
-                time.sleep(0.1)
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise RuntimeError(f"the QBO emulator exited with {code} before it listened")
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"the QBO emulator did not listen on {self.url} within {self.timeout_s:.0f} s")
+        raise RuntimeError(f"the QBO emulator did not listen within {self.timeout_s:.0f} s")
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
+        proc, self._proc = self._proc, None
+        stop_child(proc, timeout_s=10)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
 
 class LocalSystem:
