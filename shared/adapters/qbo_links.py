@@ -2,20 +2,22 @@
 
 Link item (RefItem model, ``rtype = "qbolink"``)::
 
-    pk REALM#{realm}   sk QBOID#{entity}#{qbo_id}   data {tenant_id, object_key, slot}
+    pk REALM#{realm}   sk QBOID#{entity}#{qbo_id}   data {tenant_id, object_key, slot[, also]}
 
 The sync engine calls :func:`link` whenever it records a document in an object's ``qbo[slot]``
-(``SyncService._remember``). A document without a link is not (yet) qbsync's: a QuickBooks user's own, or one of
-ours whose write is still being recorded (its notice is then our own change, and a later edit of it is caught by
-the change-data-capture sweep once the link exists). There is no fallback search: it would have to scan the whole
-ledger for each such notice (measured in the session-12 soak: a change-worker invocation past its 60-s Timeout,
-rewriting every link of the realm's tenants).
+(``SyncService._remember``). A payment recorded in QuickBooks against several of our invoices has a slot on each
+invoice's object, so its link names them all (:func:`link_all`: the first in the row's own fields, the others in
+``also``), and a later change to the payment reaches every one. A document without a link is not (yet) qbsync's:
+a QuickBooks user's own, or one of ours whose write is still being recorded (its notice is then our own change,
+and a later edit of it is caught by the change-data-capture sweep once the link exists). There is no fallback
+search: it would have to scan the whole ledger for each such notice (measured in the session-12 soak: a
+change-worker invocation past its 60-s Timeout, rewriting every link of the realm's tenants).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +49,13 @@ def _now_iso() -> str:
 
 def link(realm: str, entity: str, qbo_id: str, tenant: str, object_key: str, slot: str) -> None:
     """Record that ``entity`` ``qbo_id`` in ``realm`` is ``tenant``'s ``object_key`` slot ``slot`` (idempotent)."""
+    link_all(realm, entity, qbo_id, [(tenant, object_key, slot)])
+
+
+def link_all(realm: str, entity: str, qbo_id: str, owners: Sequence[tuple[str, str, str]]) -> None:
+    """Record that ``entity`` ``qbo_id`` is in each of ``owners`` (tenant, object key, slot), in one row
+    (idempotent; the row is replaced whole)."""
+    (tenant, object_key, slot), *others = owners
     bind_table()
     RefItem(
         f"REALM#{realm}",
@@ -55,14 +64,15 @@ def link(realm: str, entity: str, qbo_id: str, tenant: str, object_key: str, slo
         entity=entity,
         key=str(qbo_id),
         qbo_id=str(qbo_id),
-        data={"tenant_id": tenant, "object_key": object_key, "slot": slot},
+        data={"tenant_id": tenant, "object_key": object_key, "slot": slot, **({"also": others} if others else {})},
         fetched_at=_now_iso(),
     ).save()
 
 
-def _link(realm: str, entity: str, qbo_id: str, item: RefItem) -> Link:
+def _links(realm: str, entity: str, qbo_id: str, item: RefItem) -> list[Link]:
     d = item.data or {}
-    return Link(realm, entity, qbo_id, str(d["tenant_id"]), str(d["object_key"]), str(d["slot"]))
+    owners = [(d["tenant_id"], d["object_key"], d["slot"]), *d.get("also", [])]
+    return [Link(realm, entity, qbo_id, str(t), str(k), str(s)) for t, k, s in owners]
 
 
 def unlink(realm: str, entity: str, qbo_id: str) -> None:
@@ -79,18 +89,23 @@ class QboLinks:
         bind_table()
 
     def find(self, realm: str, entity: str, qbo_id: str) -> Link | None:
-        """The object that owns a QBO document, or None if qbsync does not know it."""
+        """The (first) object that owns a QBO document, or None if qbsync does not know it."""
+        return next(iter(self.find_all(realm, entity, qbo_id)), None)
+
+    def find_all(self, realm: str, entity: str, qbo_id: str) -> list[Link]:
+        """Every object that holds a QBO document (one, but for a QBO payment applied to several of our
+        invoices); none if qbsync does not know it."""
         try:
             item = RefItem.get(f"REALM#{realm}", _sk(entity, qbo_id), consistent_read=True)
         except RefItem.DoesNotExist:
-            return None
-        return _link(realm, entity, qbo_id, item)
+            return []
+        return _links(realm, entity, qbo_id, item)
 
-    def find_many(self, wanted: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], Link]:
-        """The links of many (realm, entity, qbo_id) in batch reads; documents qbsync has no link for are left
+    def find_many(self, wanted: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], list[Link]]:
+        """``find_all`` for many (realm, entity, qbo_id) in batch reads; documents qbsync has no link for are left
         out."""
         keys = {(f"REALM#{realm}", _sk(entity, qbo_id)): (realm, entity, qbo_id) for realm, entity, qbo_id in wanted}
-        return {keys[(i.pk, i.sk)]: _link(*keys[(i.pk, i.sk)], i) for i in read_keys(RefItem, keys)}
+        return {keys[(i.pk, i.sk)]: _links(*keys[(i.pk, i.sk)], i) for i in read_keys(RefItem, keys)}
 
 
 class ObjectSlots:

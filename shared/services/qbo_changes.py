@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from shared.adapters.dynamo import ObjectItem
 from shared.adapters.notices import NoticeStore, OpsRecords, RealmTenants
 from shared.adapters.qbo.types import QboApi
-from shared.adapters.qbo_links import Link, ObjectSlots, QboLinks, link, unlink
+from shared.adapters.qbo_links import Link, ObjectSlots, QboLinks, link, link_all, unlink
 from shared.domain import qbo_notices as qn
 from shared.domain.errors import Unauthorized
 from shared.domain.qbo_notices import Notice
@@ -128,7 +128,7 @@ class ChangeService:
         self.ops = ops or OpsRecords()
         self.reads = 0  # metered QBO reads this service made
         # Read ahead for a batch of notices (``prefetched``); each entry serves one lookup.
-        self._links: dict[tuple[str, str, str], Link] = {}
+        self._links: dict[tuple[str, str, str], list[Link]] = {}
         self._items: dict[tuple[str, str], ObjectItem] = {}
 
     @contextmanager
@@ -138,7 +138,9 @@ class ChangeService:
         serves one lookup: a later lookup of the same object (a second notice, after the first may have written
         it) reads it again."""
         self._links = self.links.find_many({(n.realm_id, n.entity, n.entity_id) for n in notices})
-        self._items = self.slots.get_many({(ln.tenant_id, ln.object_key) for ln in self._links.values()})
+        self._items = self.slots.get_many(
+            {(ln.tenant_id, ln.object_key) for owners in self._links.values() for ln in owners}
+        )
         try:
             yield
         finally:
@@ -207,77 +209,105 @@ class ChangeService:
 
     # ------------------------------------------------------------------ payments
     def _payment(self, n: Notice) -> str:
-        known = self._target(n.realm_id, "Payment", n.entity_id)
-        if known is not None:
-            return self._known_payment(n, known)
-        if n.operation == "Delete":
-            return "not_ours"
-        body = self._body(n)
-        pid = n.entity_id
-        outcomes: list[str] = []
-        for inv_id, amount in _applied_to_invoices(body):
-            t = self._target(n.realm_id, "Invoice", inv_id)
-            if t is None or not t.tenant.settings.entities.payments:
-                continue
-            slot_name = f"payment:qbo:{pid}"
-            current = (t.item.qbo or {}).get(slot_name)
-            if current and qn.token_not_newer(body.get("SyncToken"), current.get("sync_token")):
-                outcomes.append("known")
-                continue
-            new = {
-                "type": "Payment",
-                "id": pid,
-                "sync_token": str(body.get("SyncToken")),
-                "last_updated": (body.get("MetaData") or {}).get("LastUpdatedTime") or n.occurred_at,
-                "total": _num(amount),
-                "state": "active",
-                "origin": "qbo",
-                "invoice_id": inv_id,
-            }
-            data = {
-                "qbo_payment_id": pid,
-                "qbo_invoice_id": inv_id,
-                "amount": _num(amount),
-                "payment_total": _num(body.get("TotalAmt")),
-                "txn_date": body.get("TxnDate"),
-                "invoice_object_key": t.link.object_key,
-            }
-            target = _Target(
-                Link(n.realm_id, "Payment", pid, t.tenant.tenant_id, t.link.object_key, slot_name), t.tenant, t.item, {}
-            )
-            outcomes.append(self._apply(n, target, new, "payment.recorded_in_qbo", "recorded", data))
-            link(n.realm_id, "Payment", pid, t.tenant.tenant_id, t.link.object_key, slot_name)
-        if not outcomes:
-            return "not_ours"
-        return "recorded" if "recorded" in outcomes else outcomes[0]
-
-    def _known_payment(self, n: Notice, t: _Target) -> str:
-        if not t.tenant.settings.entities.payments:
+        """A payment recorded in QuickBooks against our invoices, or a change to one qbsync knows. One of ours (a
+        platform payment's document) has one owner. One recorded in QuickBooks has a slot ``payment:qbo:{id}`` on
+        the object of each of our invoices it is applied to, each with its part; a change reaches them all, and an
+        edit that moves the payment between invoices records it on the new ones and tells the old ones their part
+        is 0. One metered read at most, however many invoices."""
+        known = self._targets(n.realm_id, "Payment", n.entity_id)
+        enabled = [t for t in known if t.tenant.settings.entities.payments]
+        if known and not enabled:
             return "disabled"
+        if n.operation == "Delete":
+            return _first(self._payment_deleted(n, t) for t in enabled) if enabled else "not_ours"
+        carried = isinstance(n.data.get("entity"), dict)
+        # A webhook notice no newer than every slot's record is an echo, without the read (see _newer_body).
+        fresh = [t for t in enabled if carried or not qn.not_newer(n.occurred_at, t.slot.get("last_updated"))]
+        if enabled and not fresh:
+            return "echo"
+        body = self._body(n)
+        applied = _applied_to_invoices(body)
+        # Parts on our invoices are for a payment recorded in QuickBooks; one of ours has its own object.
+        held = {str(t.slot.get("invoice_id")) for t in known if t.slot.get("origin") == "qbo"}
+        ours = any(t.slot.get("origin") != "qbo" for t in known)
+        parts = (
+            [] if ours else [(i, amt, t) for i, amt in applied.items() if i not in held for t in self._invoice(n, i)]
+        )
+        if parts:
+            # The link first: one that names a slot not yet written is passed over until it is (``_targets``).
+            owners = [(t.link.tenant_id, t.link.object_key, t.link.slot) for t in known]
+            owners += [(t.tenant.tenant_id, t.link.object_key, _part_slot(n.entity_id)) for _i, _a, t in parts]
+            link_all(n.realm_id, "Payment", n.entity_id, owners)
+        outcomes = [self._payment_changed(n, t, body, applied) if t in fresh else "echo" for t in enabled]
+        outcomes += [self._payment_recorded(n, t, body, inv_id, amount) for inv_id, amount, t in parts]
+        return _first(outcomes) if outcomes else "not_ours"
+
+    def _invoice(self, n: Notice, inv_id: str) -> list[_Target]:
+        """Our invoice ``inv_id``, if it is ours and its tenant takes payments."""
+        return [t for t in self._targets(n.realm_id, "Invoice", inv_id) if t.tenant.settings.entities.payments][:1]
+
+    def _payment_recorded(self, n: Notice, invoice: _Target, body: dict[str, Any], inv_id: str, amount: Any) -> str:
+        slot_name = _part_slot(n.entity_id)
+        link = Link(n.realm_id, "Payment", n.entity_id, invoice.tenant.tenant_id, invoice.link.object_key, slot_name)
+        current = (invoice.item.qbo or {}).get(slot_name)
+        if current:  # recorded before its link was (an interrupted notice, or a link that named one invoice only)
+            return self._payment_changed(
+                n, _Target(link, invoice.tenant, invoice.item, current), body, {inv_id: amount}
+            )
+        new = {
+            "type": "Payment",
+            "id": n.entity_id,
+            "sync_token": str(body.get("SyncToken")),
+            "last_updated": (body.get("MetaData") or {}).get("LastUpdatedTime") or n.occurred_at,
+            "total": _num(amount),
+            "state": "active",
+            "origin": "qbo",
+            "invoice_id": inv_id,
+        }
+        data = {
+            "qbo_payment_id": n.entity_id,
+            "qbo_invoice_id": inv_id,
+            "amount": _num(amount),
+            "payment_total": _num(body.get("TotalAmt")),
+            "txn_date": body.get("TxnDate"),
+            "invoice_object_key": invoice.link.object_key,
+        }
+        return self._apply(
+            n, _Target(link, invoice.tenant, invoice.item, {}), new, "payment.recorded_in_qbo", "recorded", data
+        )
+
+    @staticmethod
+    def _payment_data(n: Notice, t: _Target) -> dict[str, Any]:
+        return {
+            "qbo_payment_id": n.entity_id,
+            "qbo_invoice_id": t.slot.get("invoice_id"),
+            "amount": _num(t.slot.get("total")),
+            "invoice_object_key": t.link.object_key,
+        }
+
+    def _payment_deleted(self, n: Notice, t: _Target) -> str:
+        if t.slot.get("state") == "deleted":
+            return "known"
+        new = {**t.slot, "state": "deleted", "deleted_in_qbo_at": n.occurred_at}
+        return self._apply(n, t, new, "payment.deleted_in_qbo", "deleted", self._payment_data(n, t))
+
+    def _payment_changed(self, n: Notice, t: _Target, body: dict[str, Any], applied: dict[str, Decimal]) -> str:
+        """A known payment's new version, for one of its owners. A part recorded against an invoice is what the
+        payment now applies to that invoice (0 when an edit moved it off); a payment of ours is its total."""
         slot = t.slot
         if slot.get("state") == "deleted":
             return "known"
-        data = {
-            "qbo_payment_id": n.entity_id,
-            "qbo_invoice_id": slot.get("invoice_id"),
-            "amount": _num(slot.get("total")),
-            "invoice_object_key": t.link.object_key,
-        }
-        if n.operation == "Delete":
-            new = {**slot, "state": "deleted", "deleted_in_qbo_at": n.occurred_at}
-            return self._apply(n, t, new, "payment.deleted_in_qbo", "deleted", data)
-        body = self._newer_body(n, slot)
-        if body is None:
+        if qn.token_not_newer(body.get("SyncToken"), slot.get("sync_token")):
             return "echo"
-        applied = dict(_applied_to_invoices(body))
-        amount = applied.get(str(slot.get("invoice_id")), body.get("TotalAmt"))
+        invoice_id = slot.get("invoice_id")
+        amount = applied.get(str(invoice_id), 0) if invoice_id else body.get("TotalAmt")
         new = {
             **slot,
             "sync_token": str(body.get("SyncToken")),
             "last_updated": (body.get("MetaData") or {}).get("LastUpdatedTime") or n.occurred_at,
             "total": _num(amount),
         }
-        data = {**data, "amount": new["total"], "previous_amount": _num(slot.get("total"))}
+        data = {**self._payment_data(n, t), "amount": new["total"], "previous_amount": _num(slot.get("total"))}
         if n.operation == "Void" or qn.looks_voided(body):
             return self._apply(n, t, {**new, "state": "voided"}, "payment.voided_in_qbo", "voided", data)
         return self._apply(n, t, new, "payment.updated_in_qbo", "updated", data)
@@ -354,17 +384,23 @@ class ChangeService:
 
     # ------------------------------------------------------------------ helpers
     def _target(self, realm: str, entity: str, qbo_id: str) -> _Target | None:
-        ln = self._links.pop((realm, entity, qbo_id), None) or self.links.find(realm, entity, qbo_id)
-        if ln is None:
-            return None
-        tenant = next((t for t in self.tenants.get(realm) if t.tenant_id == ln.tenant_id), None)
-        if tenant is None:
-            return None
-        item = self._items.pop((ln.tenant_id, ln.object_key), None) or self.slots.get(ln.tenant_id, ln.object_key)
-        slot = (item.qbo or {}).get(ln.slot) if item is not None else None
-        if item is None or not isinstance(slot, dict) or str(slot.get("id")) != qbo_id:
-            return None  # the link is stale (document replaced or relinked)
-        return _Target(ln, tenant, item, slot)
+        return next(iter(self._targets(realm, entity, qbo_id)), None)
+
+    def _targets(self, realm: str, entity: str, qbo_id: str) -> list[_Target]:
+        """The objects holding a QBO document now (one, but for a QBO payment applied to several of our invoices);
+        a stale link (the document replaced or relinked) is left out."""
+        owners = self._links.pop((realm, entity, qbo_id), None) or self.links.find_all(realm, entity, qbo_id)
+        out: list[_Target] = []
+        for ln in owners:
+            tenant = next((t for t in self.tenants.get(realm) if t.tenant_id == ln.tenant_id), None)
+            if tenant is None:
+                continue
+            key = (ln.tenant_id, ln.object_key)
+            item = self._items.pop(key, None) or self.slots.get(*key)
+            slot = (item.qbo or {}).get(ln.slot) if item is not None else None
+            if item is not None and isinstance(slot, dict) and str(slot.get("id")) == qbo_id:
+                out.append(_Target(ln, tenant, item, slot))
+        return out
 
     def _newer_body(self, n: Notice, slot: dict[str, Any]) -> dict[str, Any] | None:
         """The entity as QBO has it now, or None when the ledger already holds this version (an echo of our own
@@ -461,12 +497,28 @@ class ChangeService:
         count("QboMappingWarning", entity=n.entity)
 
 
-def _applied_to_invoices(payment: dict[str, Any]) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
+def _part_slot(payment_id: str) -> str:
+    """The slot of a payment recorded in QuickBooks on the object of an invoice it pays."""
+    return f"payment:qbo:{payment_id}"
+
+
+_OUTCOME_ORDER = ("recorded", "deleted", "voided", "updated")
+
+
+def _first(outcomes: Iterable[str]) -> str:
+    """One outcome for a notice that changed several objects: the weightiest, else the first (all alike)."""
+    seen = list(outcomes)
+    return next((o for o in _OUTCOME_ORDER if o in seen), seen[0])
+
+
+def _applied_to_invoices(payment: dict[str, Any]) -> dict[str, Decimal]:
+    """What a payment applies to each invoice (QBO Id → amount; lines to the same invoice add up)."""
+    out: dict[str, Decimal] = {}
     for line in payment.get("Line") or []:
         for txn in line.get("LinkedTxn") or []:
             if txn.get("TxnType") == "Invoice" and txn.get("TxnId"):
-                out.append((str(txn["TxnId"]), line.get("Amount")))
+                inv = str(txn["TxnId"])
+                out[inv] = out.get(inv, Decimal(0)) + (_money(line.get("Amount")) or Decimal(0))
     return out
 
 

@@ -245,3 +245,97 @@ def test_cdc_pages_past_the_cap_and_reports_drift(svc: Any) -> None:
     assert (drift["kind"], drift["qbo"]["total"], drift["ledger"]["total"]) == ("changed_in_qbo", 80.0, 100.0)
     assert NoticeStore().get(REALM, f"cdc:Invoice:130:{base.isoformat()}") is not None
     assert OpsRecords().drift(REALM)["drift"] == report["drift"]  # type: ignore[index]
+
+
+def payment_row(token: str, parts: dict[str, str], when: str = T1, **kw: Any) -> dict[str, Any]:
+    """A QBO Payment applying ``parts`` (invoice Id → amount)."""
+    lines = [{"Amount": a, "LinkedTxn": [{"TxnId": i, "TxnType": "Invoice"}]} for i, a in parts.items()]
+    total = sum(float(a) for a in parts.values())
+    return {"Id": "900", "SyncToken": token, "TotalAmt": total, "TxnDate": "2026-01-20", "Line": lines,
+            "MetaData": {"LastUpdatedTime": when}, **kw}  # fmt: skip
+
+
+def three_invoices() -> None:
+    for n, inv in enumerate(("130", "131", "132"), start=1):
+        obj(f"appointment:a{n}", "invoice", invoice_slot(id=inv))
+
+
+def parts_of(key: str) -> dict[str, Any]:
+    return ObjectItem.get(f"OBJ#clinic-1#{key}", "OBJ", consistent_read=True).qbo.get("payment:qbo:900") or {}
+
+
+def test_a_qbo_payment_across_several_invoices_is_followed_on_each_of_them(svc: Any) -> None:
+    """A patient pays two visits at once in QuickBooks, the payment is then moved from one visit to a third, and
+    deleted: every invoice it touched is told its part each time, with one metered read per change."""
+    service, sent, qbo = svc
+    tenant()
+    three_invoices()
+    qbo.rows[("Payment", "900")] = payment_row("0", {"130": "30.00", "131": "45.00"})
+    assert service.handle(notice("Payment", "900", "Create")) == "recorded"
+    assert sorted((c["type"], c["object_key"], c["data"]["amount"]) for c in sent) == [
+        ("payment.recorded_in_qbo", "appointment:a1", 30.0),
+        ("payment.recorded_in_qbo", "appointment:a2", 45.0),
+    ]
+    assert {c["data"]["payment_total"] for c in sent} == {75.0} and len({c["id"] for c in sent}) == 2
+    assert [ln.object_key for ln in QboLinks().find_all(REALM, "Payment", "900")] == [
+        "appointment:a1",
+        "appointment:a2",
+    ]
+    assert qbo.stats.reads == 1
+
+    sent.clear()
+    moved = payment_row("1", {"131": "50.00", "132": "20.00"}, when="2026-01-20T11:00:00-08:00")
+    qbo.rows[("Payment", "900")] = moved
+    assert service.handle(notice("Payment", "900", "Update", when="2026-01-20T11:00:00-08:00")) == "recorded"
+    got = sorted((c["type"], c["object_key"], c["data"]["amount"], c["data"].get("previous_amount")) for c in sent)
+    assert got == [
+        ("payment.recorded_in_qbo", "appointment:a3", 20.0, None),
+        ("payment.updated_in_qbo", "appointment:a1", 0.0, 30.0),
+        ("payment.updated_in_qbo", "appointment:a2", 50.0, 45.0),
+    ]
+    assert [parts_of(f"appointment:a{n}")["total"] for n in (1, 2, 3)] == [0.0, 50.0, 20.0]
+    assert len(QboLinks().find_all(REALM, "Payment", "900")) == 3 and qbo.stats.reads == 2
+
+    sent.clear()  # redelivered: nothing new
+    assert service.handle(notice("Payment", "900", "Update", when="2026-01-20T11:00:00-08:00")) == "echo"
+    assert sent == [] and qbo.stats.reads == 2
+
+    assert service.handle(notice("Payment", "900", "Delete", when="2026-01-20T12:00:00-08:00")) == "deleted"
+    assert sorted((c["type"], c["object_key"]) for c in sent) == [
+        ("payment.deleted_in_qbo", f"appointment:a{n}") for n in (1, 2, 3)
+    ]
+    assert {parts_of(f"appointment:a{n}")["state"] for n in (1, 2, 3)} == {"deleted"} and qbo.stats.reads == 2
+
+
+def test_a_payment_recorded_under_a_link_to_one_invoice_only_is_updated_not_recorded_again(svc: Any) -> None:
+    """Links written before they could name several invoices (or a notice interrupted after a slot was written and
+    before its link): a later change finds the slot on the other invoice and reports it as an update."""
+    service, sent, qbo = svc
+    tenant()
+    three_invoices()
+    qbo.rows[("Payment", "900")] = payment_row("0", {"130": "30.00", "131": "45.00"})
+    assert service.handle(notice("Payment", "900", "Create")) == "recorded"
+    link(REALM, "Payment", "900", "clinic-1", "appointment:a2", "payment:qbo:900")  # the old single link
+    sent.clear()
+    qbo.rows[("Payment", "900")] = payment_row("1", {"130": "35.00", "131": "45.00"}, when="2026-01-20T11:00:00-08:00")
+    assert service.handle(notice("Payment", "900", "Update", when="2026-01-20T11:00:00-08:00")) == "updated"
+    assert sorted((c["type"], c["object_key"], c["data"]["amount"]) for c in sent) == [
+        ("payment.updated_in_qbo", "appointment:a1", 35.0),
+        ("payment.updated_in_qbo", "appointment:a2", 45.0),
+    ]
+    assert len(QboLinks().find_all(REALM, "Payment", "900")) == 2
+
+
+def test_our_own_payment_across_several_invoices_stays_with_its_payment_object(svc: Any) -> None:
+    """An insurer remittance qbsync posted as one payment over two visits: a QuickBooks edit of it is the
+    remittance's, and records no QuickBooks-side payment on the visits."""
+    service, sent, qbo = svc
+    tenant()
+    three_invoices()
+    mine = {"type": "Payment", "id": "900", "sync_token": "0", "last_updated": T0, "total": 75.0, "state": "active"}
+    obj("remittance:r1", "payment", mine)
+    qbo.rows[("Payment", "900")] = payment_row("1", {"130": "30.00", "131": "40.00"})
+    assert service.handle(notice("Payment", "900", "Update")) == "updated"
+    [cb] = sent
+    assert (cb["type"], cb["object_key"], cb["data"]["amount"]) == ("payment.updated_in_qbo", "remittance:r1", 70.0)
+    assert parts_of("appointment:a1") == {} and parts_of("appointment:a2") == {}

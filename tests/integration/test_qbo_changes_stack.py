@@ -217,7 +217,8 @@ def settle(stack: Any, control: EmulatorControl) -> None:
 
 
 def edit_in_qbo(control: EmulatorControl, books: Books) -> None:
-    """A QBO user edits invoice a1, deletes a2, voids a3 and records a payment of 40.00 against a4."""
+    """A QBO user edits invoice a1, deletes a2, voids a3 and records a payment of 65.00: 40.00 against a4 and
+    25.00 against a1."""
     a1, a2, a3, a4 = (books.invoices[f"appointment:a{n}"] for n in range(1, 5))
     line = dict(a1["Line"][0])
     line.update(Amount="135.00", SalesItemLineDetail={**line["SalesItemLineDetail"], "UnitPrice": "135.00"})
@@ -230,8 +231,11 @@ def edit_in_qbo(control: EmulatorControl, books: Books) -> None:
         "create",
         {
             "CustomerRef": a4["CustomerRef"],
-            "TotalAmt": "40.00",
-            "Line": [{"Amount": "40.00", "LinkedTxn": [{"TxnId": a4["Id"], "TxnType": "Invoice"}]}],
+            "TotalAmt": "65.00",
+            "Line": [
+                {"Amount": "40.00", "LinkedTxn": [{"TxnId": a4["Id"], "TxnType": "Invoice"}]},
+                {"Amount": "25.00", "LinkedTxn": [{"TxnId": a1["Id"], "TxnType": "Invoice"}]},
+            ],
         },
     )
 
@@ -249,14 +253,17 @@ def assert_expected_callbacks(receiver: Receiver, books: Books) -> None:
         ("invoice.deleted_in_qbo", "appointment:a2"),
         ("invoice.updated_in_qbo", "appointment:a1"),
         ("invoice.voided_in_qbo", "appointment:a3"),
+        ("payment.recorded_in_qbo", "appointment:a1"),
         ("payment.recorded_in_qbo", "appointment:a4"),
     ]
-    assert len(got) == 4, "each change is told once"
+    assert len(got) == 5, "each change is told once"
     assert by_type[("invoice.updated_in_qbo", "appointment:a1")]["data"]["total"] == 135.0
     assert by_type[("invoice.updated_in_qbo", "appointment:a1")]["data"]["previous"]["total"] == 120.0
     assert by_type[("invoice.voided_in_qbo", "appointment:a3")]["data"]["total"] == 0.0
-    pay = by_type[("payment.recorded_in_qbo", "appointment:a4")]["data"]
-    assert pay["amount"] == 40.0 and pay["qbo_invoice_id"] == books.invoices["appointment:a4"]["Id"]
+    for key, amount in (("appointment:a4", 40.0), ("appointment:a1", 25.0)):
+        pay = by_type[("payment.recorded_in_qbo", key)]["data"]
+        assert pay["amount"] == amount and pay["payment_total"] == 65.0
+        assert pay["qbo_invoice_id"] == books.invoices[key]["Id"]
     for headers, body in receiver.requests:
         if json.loads(body)["tenant_id"] != books.tenant_id:
             continue
@@ -273,9 +280,10 @@ def assert_ledger_follows_qbo(books: Books) -> None:
     assert slot("appointment:a1")["total"] == 135.0
     assert slot("appointment:a2")["state"] == "deleted"
     assert slot("appointment:a3")["state"] == "voided"
-    a4 = ObjectItem.get(f"OBJ#{books.tenant_id}#appointment:a4", "OBJ", consistent_read=True).qbo
-    [pay] = [v for k, v in a4.items() if k.startswith("payment:qbo:")]
-    assert pay["total"] == 40.0 and pay["origin"] == "qbo"
+    for key, amount in (("appointment:a4", 40.0), ("appointment:a1", 25.0)):
+        qbo = ObjectItem.get(f"OBJ#{books.tenant_id}#{key}", "OBJ", consistent_read=True).qbo
+        [pay] = [v for k, v in qbo.items() if k.startswith("payment:qbo:")]
+        assert pay["total"] == amount and pay["origin"] == "qbo"
 
 
 def test_webhooks_become_signed_callbacks_once_each_and_own_writes_are_not_echoed(world: Any) -> None:
@@ -315,7 +323,16 @@ def test_webhooks_become_signed_callbacks_once_each_and_own_writes_are_not_echoe
         )
         assert resp.status_code == 200 and resp.json()["stored"] == 0
     settle(stack, control)
-    assert len(callbacks_for(receiver, books)) == 4
+    assert len(callbacks_for(receiver, books)) == 5
+
+    # The payment deleted in QuickBooks: both visits it paid are told, without a read.
+    [payment_id] = {c["data"]["qbo_payment_id"] for c in callbacks_for(receiver, books) if c["type"].startswith("pay")}
+    reads_before = control.stats(books.realm)["reads"]
+    control.ui(books.realm, "Payment", "delete", {"Id": payment_id})
+    settle(stack, control)
+    deleted = sorted(c["object_key"] for c in callbacks_for(receiver, books) if c["type"] == "payment.deleted_in_qbo")
+    assert deleted == ["appointment:a1", "appointment:a4"]
+    assert control.stats(books.realm)["reads"] == reads_before
 
 
 def test_with_webhooks_off_the_cdc_sweep_finds_the_same_changes(world: Any) -> None:
@@ -341,4 +358,4 @@ def test_with_webhooks_off_the_cdc_sweep_finds_the_same_changes(world: Any) -> N
     again = stack.trigger_schedule("CdcSweepFunction")["realms"][books.realm]
     settle(stack, control)
     assert again["notices_new"] == 0 and again["drift"] == []
-    assert len(callbacks_for(receiver, books)) == 4
+    assert len(callbacks_for(receiver, books)) == 5
