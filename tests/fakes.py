@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import threading
 
-from shared.adapters.qbo.pacing import Booking
+from shared.adapters.qbo.pacing import Booking, live_calls, wait_for_room
 
 
 class MemoryPaceStore:
-    """The same GCRA / leased-slot rules as DynamoPaceStore, in memory."""
+    """The same GCRA / leased-slot / batch-log rules as DynamoPaceStore, in memory."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.tat: dict[tuple[str, str], float] = {}
         self.slots: dict[tuple[str, int], tuple[str, float]] = {}
+        self.log: dict[str, list[float]] = {}
 
     def take(self, realm_id: str, bucket: str, now: float, interval: float, tolerance: float) -> Booking:
         with self._lock:
@@ -36,3 +37,16 @@ class MemoryPaceStore:
         with self._lock:
             if self.slots.get((realm_id, slot), ("", 0))[0] == owner:
                 del self.slots[(realm_id, slot)]
+
+    def admit(self, realm_id: str, now: float, limit: int, window_s: float, lease_s: float) -> Booking:
+        with self._lock:
+            alive = live_calls(self.log.get(realm_id, []), now, window_s, lease_s)
+            wait = wait_for_room(alive, limit, now, window_s, lease_s)
+            if wait > 0:
+                return Booking(False, wait)
+            self.log[realm_id] = [*alive, -now]
+            return Booking(True, 0.0)
+
+    def done(self, realm_id: str, started: float, ended: float) -> None:
+        with self._lock:
+            self.log[realm_id] = [ended if c == -started else c for c in self.log.get(realm_id, [])]

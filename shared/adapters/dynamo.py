@@ -207,6 +207,18 @@ class LockItem(LedgerItem):
     inflight = NumberAttribute(null=True)
 
 
+class PaceLogItem(LedgerItem):
+    """A realm's recent batch calls (``shared.adapters.qbo.pacing.DynamoPaceStore.admit``): each one's end time,
+    or its start negated while it is in flight; ``ver`` orders the conditional rewrites."""
+
+    gsi1 = Gsi1()
+    gsi2 = Gsi2()
+
+    # (pynamodb's stub types ``of`` as the elements' Python type, not their attribute class)
+    calls = ListAttribute[float](of=NumberAttribute, default=list)  # type: ignore[arg-type]
+    ver = NumberAttribute(default=0)
+
+
 class OAuthStateItem(LedgerItem):
     gsi1 = Gsi1()
     gsi2 = Gsi2()
@@ -250,6 +262,7 @@ ALL_MODELS: tuple[type[LedgerItem], ...] = (
     NoticeItem,
     RefItem,
     LockItem,
+    PaceLogItem,
     OAuthStateItem,
     AuditItem,
     ParkQueueItem,

@@ -22,13 +22,14 @@ def most_in_window(times: list[float], window: float) -> int:
 
 
 class CallRecorder:
-    """Counts concurrent calls and their start times, the way QBO would see them."""
+    """Counts concurrent calls and their start (and end) times, the way QBO would see them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.inflight = 0
         self.max_inflight = 0
         self.starts: list[float] = []
+        self.spans: list[tuple[float, float]] = []
 
     def call(self, pacer: Pacer, kind: str = "request", duration: float = 0.03) -> None:
         with pacer.acquire(kind):  # type: ignore[arg-type]
@@ -36,9 +37,21 @@ class CallRecorder:
                 self.inflight += 1
                 self.max_inflight = max(self.max_inflight, self.inflight)
                 self.starts.append(time.time())
+            started = time.time()
             time.sleep(duration)
             with self._lock:
                 self.inflight -= 1
+                self.spans.append((started, time.time()))
+
+
+def most_countable_at_once(spans: list[tuple[float, float]], window: float) -> int:
+    """The most calls QBO could count inside one window of ``window`` seconds, whatever moment between a call's
+    start and end it counts it at: calls can share a window when the latest start is within ``window`` of the
+    earliest end, so for each call, those started no later that had not ended ``window`` before it started."""
+    return max(
+        (sum(1 for s, e in spans if s <= start and e >= start - window) for start, _ in spans),
+        default=0,
+    )
 
 
 class Booked:
@@ -76,7 +89,7 @@ def run_threads(n: int, target: Any) -> float:
     return time.monotonic() - started
 
 
-SMALL = PaceLimits(rate_per_period=10, max_inflight=3, batch_per_period=4, period_s=1.0, lease_s=5.0)
+SMALL = PaceLimits(rate_per_period=10, max_inflight=3, batch_per_period=4, period_s=1.0, lease_s=5.0, skew_s=0.02)
 
 
 @pytest.fixture
@@ -150,7 +163,7 @@ def test_a_saturated_bucket_books_starts_exactly_one_interval_apart(
     # Callers book the next start while the previous one sleeps until its own, so the budget is not shortened
     # by each caller's sleep-and-retry latency (that drift left 8 % of the batch budget unused).
     # Half a second apart: a gap is exact unless a waiting thread wakes more than that late (a loaded machine).
-    limits = PaceLimits(rate_per_period=100, max_inflight=3, batch_per_period=4, period_s=2.0, lease_s=5.0)
+    limits = PaceLimits(rate_per_period=100, max_inflight=3, batch_per_period=4, period_s=2.0, lease_s=5.0, skew_s=0.02)
     store = Booked(MemoryPaceStore() if store_kind == "memory" else request.getfixturevalue("ddb_store"))
     pacer = Pacer("realm-a", limits=limits, store=store)
     rec = CallRecorder()
@@ -231,3 +244,33 @@ def test_max_wait_gives_up_with_a_retryable() -> None:
     with pytest.raises(QboRetryable) as err, pacer.acquire():
         pass
     assert err.value.code == "paced" and not err.value.uncertain
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "dynamo"])
+def test_batch_calls_count_until_a_window_after_they_ended(store_kind: str, request: pytest.FixtureRequest) -> None:
+    """QBO counts a call at some moment before it answers. Spaced starts alone (4 a second here) let a call start
+    a second after one that was still running then, and QBO could count both in one second with 3 more between
+    them; the log of calls that ended less than a window ago keeps any window to 4, slower calls or not."""
+    store = MemoryPaceStore() if store_kind == "memory" else request.getfixturevalue("ddb_store")
+    pacers = [Pacer("realm-a", limits=SMALL, store=store) for _ in range(2)]  # two containers
+    rec = CallRecorder()
+
+    run_threads(6, lambda: [rec.call(pacers[i % 2], "batch", 0.4) for i in range(2)])
+
+    assert len(rec.spans) == 12
+    assert most_countable_at_once(rec.spans, 1.0 + SMALL.skew_s) <= 4
+    assert most_countable_at_once(rec.spans, 1.0 - 0.4) > 1  # not one call at a time either
+
+
+def test_a_batch_call_that_never_ends_counts_until_its_lease_runs_out(moto_aws: dict[str, str]) -> None:
+    """A worker that died mid-call records no end: its entry counts until its lease (and a window) ran out."""
+    store = DynamoPaceStore()
+    for start in (10.0, 10.1, 10.2, 10.3):
+        assert store.admit("realm-a", start, 4, 1.0, 5.0).booked
+    assert not store.admit("realm-a", 10.4, 4, 1.0, 5.0).booked
+    store.done("realm-a", 10.1, 10.5)  # the others never end
+    assert not store.admit("realm-a", 11.4, 4, 1.0, 5.0).booked  # a window after it ended: not yet
+    assert store.admit("realm-a", 11.6, 4, 1.0, 5.0).booked
+    refused = store.admit("realm-a", 12.0, 4, 1.0, 5.0)
+    assert not refused.booked and refused.wait_s == pytest.approx(16.0 - 12.0)  # the first lease: 10 + 5 + 1
+    assert store.admit("realm-a", 16.01, 4, 1.0, 5.0).booked

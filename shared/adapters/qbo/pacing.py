@@ -12,6 +12,12 @@ Two layers:
     idle bucket ``SET tat = now + T IF tat < now``, else ``SET tat = tat + T IF now <= tat <= now + tau``.
     With burst ``b`` and interval ``T = period / (limit - b)``, any window of ``period`` seconds holds at
     most ``limit`` starts.
+  - ``sk RATE#batchlog``: the batch calls that may still count in QBO's window (``PaceLogItem``). Spacing alone
+    assumes QBO counts each call when it leaves here; it counts it at some moment before the answer comes back,
+    and how late varies from call to call. So a batch call also needs fewer than ``batch_per_period`` live
+    entries in the log: a call is live while in flight and until ``period_s`` (plus ``skew_s`` for clocks) after
+    it *ended*. Whatever moment between sending and answering QBO counts a call at, no window of ``period_s``
+    then holds more than the limit. One conditional rewrite of the row books a call, one records its end.
   - ``sk LOCK#inflight#{n}`` for n < max_inflight: leased in-flight slots (conditional put
     ``IF not exists OR lock_until < now``; conditional delete by owner). A crashed worker's slot frees
     itself when its lease (the HTTP timeout plus a margin) runs out.
@@ -36,7 +42,7 @@ from typing import Literal, NamedTuple, Protocol
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 
 from shared.adapters import dynamo
-from shared.adapters.dynamo import LockItem
+from shared.adapters.dynamo import LockItem, PaceLogItem
 from shared.adapters.qbo.faults import QboRetryable
 from shared.config import Settings, get_settings
 from shared.observability import logger
@@ -54,6 +60,9 @@ class PaceLimits:
     batch_per_period: int
     period_s: float = 60.0
     lease_s: float = 60.0
+    # A batch call's end counts this much later in the log: containers' clocks differ by milliseconds, and QBO may
+    # keep its window in whole seconds (its timestamps are).
+    skew_s: float = 1.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> PaceLimits:
@@ -84,6 +93,21 @@ class Booking(NamedTuple):
     wait_s: float
 
 
+def live_calls(calls: list[float], now: float, window_s: float, lease_s: float) -> list[float]:
+    """A batch-call log's entries that still count: ended (positive: the end) less than ``window_s`` ago, or in
+    flight (negative: the start, negated) and started less than ``lease_s`` + ``window_s`` ago (a worker that died
+    mid-call never records its end)."""
+    return [c for c in calls if (c + window_s if c > 0 else -c + lease_s + window_s) > now]
+
+
+def wait_for_room(alive: list[float], limit: int, now: float, window_s: float, lease_s: float) -> float:
+    """Seconds until fewer than ``limit`` of ``alive`` count (0: there is room now)."""
+    if len(alive) < limit:
+        return 0.0
+    expiries = sorted(c + window_s if c > 0 else -c + lease_s + window_s for c in alive)
+    return max(0.001, expiries[len(alive) - limit] - now)
+
+
 class PaceStore(Protocol):
     """Shared state of the pacer (DynamoDB in production; a fake in unit tests)."""
 
@@ -96,6 +120,15 @@ class PaceStore(Protocol):
         ...
 
     def release_slot(self, realm_id: str, slot: int, owner: str) -> None: ...
+
+    def admit(self, realm_id: str, now: float, limit: int, window_s: float, lease_s: float) -> Booking:
+        """Enter a batch call starting now in the realm's log if fewer than ``limit`` entries are alive
+        (``live_calls``). Not booked: try again in ``wait_s``."""
+        ...
+
+    def done(self, realm_id: str, started: float, ended: float) -> None:
+        """The batch call entered at ``started`` ended at ``ended``."""
+        ...
 
 
 class DynamoPaceStore:
@@ -166,6 +199,43 @@ class DynamoPaceStore:
             if exc.cause_response_code != _CCF:
                 raise
 
+    def admit(self, realm_id: str, now: float, limit: int, window_s: float, lease_s: float) -> Booking:
+        log = self._log(realm_id)
+        alive = live_calls(list(log.calls or []), now, window_s, lease_s)
+        wait = wait_for_room(alive, limit, now, window_s, lease_s)
+        if wait > 0:
+            return Booking(False, wait)
+        return Booking(True, 0.0) if self._rewrite(log, [*alive, -now]) else Booking(False, 0.001)
+
+    def done(self, realm_id: str, started: float, ended: float) -> None:
+        for _ in range(5):  # another call booked or ended meanwhile: read again
+            log = self._log(realm_id)
+            calls = list(log.calls or [])
+            if -started not in calls or self._rewrite(log, [ended if c == -started else c for c in calls]):
+                return
+        # Left in flight, the entry counts until its lease runs out: later, never too early.
+        logger().warning("batch call end not recorded", extra={"realm_id": realm_id})
+
+    @staticmethod
+    def _log(realm_id: str) -> PaceLogItem:
+        try:
+            return PaceLogItem.get(f"REALM#{realm_id}", "RATE#batchlog", consistent_read=True)
+        except PaceLogItem.DoesNotExist:
+            return PaceLogItem(f"REALM#{realm_id}", "RATE#batchlog", rtype="rate", calls=[], ver=0)
+
+    @staticmethod
+    def _rewrite(log: PaceLogItem, calls: list[float]) -> bool:
+        """Store ``calls`` if the row is as read (False: someone else rewrote it first)."""
+        seen = int(log.ver or 0)
+        log.calls, log.ver = calls, seen + 1
+        try:
+            log.save(condition=PaceLogItem.pk.does_not_exist() if seen == 0 else PaceLogItem.ver == seen)
+            return True
+        except PutError as exc:
+            if exc.cause_response_code != _CCF:
+                raise
+            return False
+
 
 class Pacer:
     """Paces one realm's calls. Share one instance per realm per container (``pacer_for``)."""
@@ -206,12 +276,14 @@ class Pacer:
             raise self._gave_up(kind)
         owner = uuid.uuid4().hex
         slot: int | None = None
+        entered: float | None = None
         try:
             slot = self._claim_slot(owner, deadline, kind)
             # Rate after the slot: the call must start at its booked time, or delayed starts could bunch up
             # inside one window.
             if kind == "batch":
                 self._book("batch", deadline)
+                entered = self._admit(deadline)
             self._book("request", deadline)
             waited = self._clock() - started
             self.waited_s += waited
@@ -222,9 +294,26 @@ class Pacer:
                 )
             yield
         finally:
+            if entered is not None:
+                # The call is over from here (answered, failed or timed out): QBO counted it by now, if at all.
+                self._store.done(self.realm_id, entered, self._clock())
             if slot is not None:
                 self._store.release_slot(self.realm_id, slot, owner)
             self._local_slots.release()
+
+    def _admit(self, deadline: float | None) -> float:
+        """Enter the batch call in the realm's log of calls that may still count in QBO's window; sleep while it
+        is full. Returns the start entered (for ``done``)."""
+        lim = self.limits
+        window = lim.period_s + lim.skew_s
+        with self._bucket_locks["batch"]:
+            while True:
+                # A start a hair before now, unique across containers (its entry lapses no later for it).
+                now = self._clock() - random.random() * 1e-4
+                booking = self._store.admit(self.realm_id, now, lim.batch_per_period, window, lim.lease_s)
+                if booking.booked:
+                    return now
+                self._wait(booking.wait_s, deadline, "batch")
 
     def _claim_slot(self, owner: str, deadline: float | None, kind: Kind) -> int:
         backoff = 0.02
