@@ -274,3 +274,21 @@ def test_a_batch_call_that_never_ends_counts_until_its_lease_runs_out(moto_aws: 
     refused = store.admit("realm-a", 12.0, 4, 1.0, 5.0)
     assert not refused.booked and refused.wait_s == pytest.approx(16.0 - 12.0)  # the first lease: 10 + 5 + 1
     assert store.admit("realm-a", 16.01, 4, 1.0, 5.0).booked
+
+
+def test_a_failed_end_record_still_frees_the_calls_slots() -> None:
+    """Recording a batch call's end is a write of its own; when it fails the call's entry stays live until its
+    lease runs out (logged), and its in-flight slots are freed all the same."""
+
+    class EndsFail(MemoryPaceStore):
+        def done(self, realm_id: str, started: float, ended: float) -> None:
+            raise RuntimeError("DynamoDB unavailable")
+
+    store = EndsFail()
+    limits = PaceLimits(rate_per_period=100, max_inflight=2, batch_per_period=100, period_s=1.0, lease_s=5.0)
+    pacer = Pacer("realm-a", limits=limits, store=store, max_wait_s=5.0)
+    for _ in range(5):  # more calls than in-flight slots: each call's slots came back
+        with pacer.acquire("batch"):
+            pass
+    assert store.slots == {} and len(store.log["realm-a"]) == 5
+    assert all(c < 0 for c in store.log["realm-a"])  # still in flight: they count until their lease runs out

@@ -294,12 +294,21 @@ class Pacer:
                 )
             yield
         finally:
-            if entered is not None:
-                # The call is over from here (answered, failed or timed out): QBO counted it by now, if at all.
-                self._store.done(self.realm_id, entered, self._clock())
-            if slot is not None:
-                self._store.release_slot(self.realm_id, slot, owner)
-            self._local_slots.release()
+            try:
+                if entered is not None:
+                    # The call is over from here (answered, failed or timed out): QBO counted it by now, if at all.
+                    self._record_end(entered)
+                if slot is not None:
+                    self._store.release_slot(self.realm_id, slot, owner)
+            finally:
+                self._local_slots.release()
+
+    def _record_end(self, entered: float) -> None:
+        try:
+            self._store.done(self.realm_id, entered, self._clock())
+        except Exception:
+            # The entry stays live until its lease runs out: the budget is spent later, never too early.
+            logger().exception("recording a batch call's end failed", extra={"realm_id": self.realm_id})
 
     def _admit(self, deadline: float | None) -> float:
         """Enter the batch call in the realm's log of calls that may still count in QBO's window; sleep while it
