@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from shared.adapters.qbo.pacing import Booking, live_calls, wait_for_room
+from shared.adapters.qbo.pacing import Booking, log_admit, log_end
 
 
 class MemoryPaceStore:
@@ -40,13 +40,12 @@ class MemoryPaceStore:
 
     def admit(self, realm_id: str, now: float, limit: int, window_s: float, lease_s: float) -> Booking:
         with self._lock:
-            alive = live_calls(self.log.get(realm_id, []), now, window_s, lease_s)
-            wait = wait_for_room(alive, limit, now, window_s, lease_s)
-            if wait > 0:
+            entered, wait = log_admit(self.log.get(realm_id, []), now, limit, window_s, lease_s)
+            if entered is None:
                 return Booking(False, wait)
-            self.log[realm_id] = [*alive, -now]
+            self.log[realm_id] = entered
             return Booking(True, 0.0)
 
     def done(self, realm_id: str, started: float, ended: float) -> None:
         with self._lock:
-            self.log[realm_id] = [ended if c == -started else c for c in self.log.get(realm_id, [])]
+            self.log[realm_id] = log_end(self.log.get(realm_id, []), started, ended)

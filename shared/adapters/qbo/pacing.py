@@ -93,19 +93,28 @@ class Booking(NamedTuple):
     wait_s: float
 
 
-def live_calls(calls: list[float], now: float, window_s: float, lease_s: float) -> list[float]:
-    """A batch-call log's entries that still count: ended (positive: the end) less than ``window_s`` ago, or in
-    flight (negative: the start, negated) and started less than ``lease_s`` + ``window_s`` ago (a worker that died
+def _lapses_at(entry: float, window_s: float, lease_s: float) -> float:
+    """When a batch-call log entry stops counting: ``window_s`` after the call ended (positive: the end), or, in
+    flight (negative: the start, negated), ``lease_s`` + ``window_s`` after it started (a worker that died
     mid-call never records its end)."""
-    return [c for c in calls if (c + window_s if c > 0 else -c + lease_s + window_s) > now]
+    return entry + window_s if entry > 0 else -entry + lease_s + window_s
 
 
-def wait_for_room(alive: list[float], limit: int, now: float, window_s: float, lease_s: float) -> float:
-    """Seconds until fewer than ``limit`` of ``alive`` count (0: there is room now)."""
+def log_admit(
+    calls: list[float], now: float, limit: int, window_s: float, lease_s: float
+) -> tuple[list[float] | None, float]:
+    """A batch-call log with a call starting ``now`` entered (lapsed entries dropped) while fewer than ``limit``
+    entries count; else None and the seconds until one more lapses. The rule of every ``PaceStore.admit``."""
+    alive = [c for c in calls if _lapses_at(c, window_s, lease_s) > now]
     if len(alive) < limit:
-        return 0.0
-    expiries = sorted(c + window_s if c > 0 else -c + lease_s + window_s for c in alive)
-    return max(0.001, expiries[len(alive) - limit] - now)
+        return [*alive, -now], 0.0
+    lapses = sorted(_lapses_at(c, window_s, lease_s) for c in alive)
+    return None, max(0.001, lapses[len(alive) - limit] - now)
+
+
+def log_end(calls: list[float], started: float, ended: float) -> list[float]:
+    """A batch-call log with the call entered at ``started`` ended at ``ended``."""
+    return [ended if c == -started else c for c in calls]
 
 
 class PaceStore(Protocol):
@@ -122,8 +131,8 @@ class PaceStore(Protocol):
     def release_slot(self, realm_id: str, slot: int, owner: str) -> None: ...
 
     def admit(self, realm_id: str, now: float, limit: int, window_s: float, lease_s: float) -> Booking:
-        """Enter a batch call starting now in the realm's log if fewer than ``limit`` entries are alive
-        (``live_calls``). Not booked: try again in ``wait_s``."""
+        """Enter a batch call starting now in the realm's log (``log_admit``). Not booked: try again in
+        ``wait_s``."""
         ...
 
     def done(self, realm_id: str, started: float, ended: float) -> None:
@@ -201,17 +210,16 @@ class DynamoPaceStore:
 
     def admit(self, realm_id: str, now: float, limit: int, window_s: float, lease_s: float) -> Booking:
         log = self._log(realm_id)
-        alive = live_calls(list(log.calls or []), now, window_s, lease_s)
-        wait = wait_for_room(alive, limit, now, window_s, lease_s)
-        if wait > 0:
+        entered, wait = log_admit(list(log.calls or []), now, limit, window_s, lease_s)
+        if entered is None:
             return Booking(False, wait)
-        return Booking(True, 0.0) if self._rewrite(log, [*alive, -now]) else Booking(False, 0.001)
+        return Booking(True, 0.0) if self._rewrite(log, entered) else Booking(False, 0.001)
 
     def done(self, realm_id: str, started: float, ended: float) -> None:
         for _ in range(5):  # another call booked or ended meanwhile: read again
             log = self._log(realm_id)
             calls = list(log.calls or [])
-            if -started not in calls or self._rewrite(log, [ended if c == -started else c for c in calls]):
+            if -started not in calls or self._rewrite(log, log_end(calls, started, ended)):
                 return
         # Left in flight, the entry counts until its lease runs out: later, never too early.
         logger().warning("batch call end not recorded", extra={"realm_id": realm_id})
